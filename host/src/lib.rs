@@ -1,0 +1,52 @@
+//! # wazoo
+//!
+//! A ZooKeeper client for Rust whose callbacks run on Kazoo's three sequential lanes (session
+//! events, watch events, completions), natively or inside sandboxed WebAssembly guests.
+//!
+//! This crate's opinions, up front:
+//! - **One actor owns the session.** It runs on a thread of its own and never runs user code, so
+//!   pings flow and reconnects happen whatever callbacks do. Every request completes exactly
+//!   once: with its result, [`Error::ConnectionLoss`] (in flight when a connection dropped) or
+//!   [`Error::SessionExpired`].
+//! - **Watches survive reconnects.** One-shot watches are restored with SetWatches2 (the server
+//!   replays what was missed); persistent watches are re-added and their watchers get an
+//!   explicit [`EventType::Resync`], because the server replays nothing for them.
+//! - **Kazoo's state model**: [`SessionState::Connected`], `Suspended`, `Lost`, plus
+//!   `ConnectedReadOnly`; a lost session is replaced by a new one automatically.
+//! - **Bad input is a typed error**: invalid paths are refused before sending; malformed or
+//!   oversized frames close the connection with a typed error, never a panic.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), wazoo::Error> {
+//! use wazoo::{AddWatchMode, Client, CreateMode, CreateOptions};
+//! let zk = Client::connect("127.0.0.1:2181").await?;
+//! zk.create_with("/app/config", b"v1", &CreateOptions { makepath: true, ..Default::default() }).await?;
+//! let mut changes = zk.add_watch("/app", AddWatchMode::PersistentRecursive).await?;
+//! zk.set_data("/app/config", b"v2", None).await?;
+//! let ev = changes.next().await.unwrap();
+//! assert_eq!(ev.path, "/app/config");
+//! # Ok(()) }
+//! ```
+
+mod blocking;
+mod client;
+mod error;
+mod path;
+mod proto;
+mod rand;
+mod retry;
+mod session;
+
+pub use blocking::{block_on, BlockingClient};
+pub use client::{
+    Client, ClientBuilder, CreateOptions, OneshotWatcher, PersistentWatcher, StateEvents,
+};
+pub use error::{Error, Result};
+pub use path::validate_path;
+pub use proto::multi::{Op, OpResult, ReadOp, ReadResult};
+pub use proto::records::{
+    Acl, AddWatchMode, ClientInfo, CreateMode, EventType, Id, KeeperState, Perms, Stat,
+    WatchedEvent, WatcherType,
+};
+pub use retry::RetryPolicy;
+pub use session::{SessionEvent, SessionState};

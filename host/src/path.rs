@@ -1,0 +1,183 @@
+//! ZooKeeper's path rules, applied before anything is sent, and chroot handling.
+//!
+//! The rules are the server's (`PathUtils.validatePath`): absolute, no trailing slash (except `/`
+//! itself, or a sequential create's prefix), no empty segment, no `.` or `..` segment, no NUL and
+//! no control or private-use characters.
+
+use crate::error::{Error, Result};
+
+/// Checks `path` against ZooKeeper's rules. A sequential create may end with `/` (the server
+/// appends the counter), so pass `sequential = true` for those.
+///
+/// ```
+/// use wazoo::validate_path;
+/// assert!(validate_path("/a/b", false).is_ok());
+/// assert!(validate_path("/a/", true).is_ok());
+/// assert!(validate_path("/a//b", false).is_err());
+/// assert!(validate_path("a", false).is_err());
+/// ```
+pub fn validate_path(path: &str, sequential: bool) -> Result<()> {
+    let bad = |reason: &'static str| {
+        Err(Error::InvalidPath {
+            path: path.to_string(),
+            reason,
+        })
+    };
+    if path.is_empty() {
+        return bad("a path must not be empty");
+    }
+    if !path.starts_with('/') {
+        return bad("a path must start with '/'");
+    }
+    if path.len() == 1 {
+        return if sequential {
+            Ok(()) // "/" + counter
+        } else {
+            Ok(())
+        };
+    }
+    if path.ends_with('/') && !sequential {
+        return bad("a path must not end with '/'");
+    }
+    let body = if sequential && path.ends_with('/') {
+        &path[1..path.len() - 1]
+    } else {
+        &path[1..]
+    };
+    for segment in body.split('/') {
+        if segment.is_empty() {
+            return bad("a path must not contain an empty segment ('//')");
+        }
+        if segment == "." || segment == ".." {
+            return bad("a path must not contain '.' or '..' segments");
+        }
+    }
+    for c in path.chars() {
+        let u = c as u32;
+        if u == 0 {
+            return bad("a path must not contain the NUL character");
+        }
+        if (0x01..=0x1f).contains(&u)
+            || (0x7f..=0x9f).contains(&u)
+            || (0xe000..=0xf8ff).contains(&u)
+            || (0xfff0..=0xffff).contains(&u)
+        {
+            return bad("a path must not contain control or private-use characters");
+        }
+    }
+    Ok(())
+}
+
+/// A chroot: a path prefix the server sees and the user does not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Chroot(Option<String>);
+
+impl Chroot {
+    /// Parses a chroot (`/app/one`), or none for `""` or `"/"`.
+    pub(crate) fn new(root: &str) -> Result<Chroot> {
+        if root.is_empty() || root == "/" {
+            return Ok(Chroot(None));
+        }
+        validate_path(root, false)?;
+        Ok(Chroot(Some(root.to_string())))
+    }
+
+    /// The chroot prefix, if any.
+    #[cfg(test)]
+    pub(crate) fn prefix(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// The server's path for a user's (already validated) path.
+    pub(crate) fn apply(&self, path: &str) -> String {
+        match &self.0 {
+            None => path.to_string(),
+            Some(root) if path == "/" => root.clone(),
+            Some(root) => {
+                let mut s = String::with_capacity(root.len() + path.len());
+                s.push_str(root);
+                s.push_str(path);
+                s
+            }
+        }
+    }
+
+    /// The user's path for a path the server sent. A path outside the chroot (which the server
+    /// should never send) is returned unchanged.
+    pub(crate) fn strip<'a>(&self, path: &'a str) -> &'a str {
+        match &self.0 {
+            None => path,
+            Some(root) => match path.strip_prefix(root.as_str()) {
+                Some("") => "/",
+                Some(rest) if rest.starts_with('/') => rest,
+                _ => path,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_valid_paths() {
+        for p in [
+            "/",
+            "/a",
+            "/a/b",
+            "/zookeeper/quota",
+            "/a-b_c.d",
+            "/a/.b",
+            "/a/..b",
+            "/é",
+        ] {
+            assert!(validate_path(p, false).is_ok(), "{p}");
+        }
+        for p in ["/", "/a/", "/a/b-"] {
+            assert!(validate_path(p, true).is_ok(), "{p}");
+        }
+    }
+
+    #[test]
+    fn refuses_invalid_paths_with_a_reason() {
+        for p in [
+            "",
+            "a",
+            "/a/",
+            "//",
+            "/a//b",
+            "/a/./b",
+            "/a/../b",
+            "/.",
+            "/..",
+            "/a\0b",
+            "/a\u{1}",
+            "/a\u{7f}",
+            "/a\u{e000}",
+            "/a\u{fff5}",
+        ] {
+            match validate_path(p, false) {
+                Err(Error::InvalidPath { path, reason }) => {
+                    assert_eq!(path, p);
+                    assert!(!reason.is_empty());
+                }
+                other => panic!("{p:?} gave {other:?}"),
+            }
+        }
+        assert!(validate_path("/a//", true).is_err());
+    }
+
+    #[test]
+    fn chroot_applies_and_strips() {
+        let c = Chroot::new("/app").unwrap();
+        assert_eq!(c.apply("/"), "/app");
+        assert_eq!(c.apply("/x/y"), "/app/x/y");
+        assert_eq!(c.strip("/app"), "/");
+        assert_eq!(c.strip("/app/x"), "/x");
+        assert_eq!(c.strip("/apple"), "/apple");
+        let none = Chroot::new("/").unwrap();
+        assert_eq!(none.apply("/x"), "/x");
+        assert!(Chroot::new("/bad/").is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! The wire protocol: jute encoding of every record the client sends or receives, and framing.
+//! Pure code on `bytes`, no I/O: the session feeds it bytes and gets typed values or typed errors.
+
+pub(crate) mod codec;
+pub(crate) mod frame;
+pub(crate) mod multi;
+pub(crate) mod ops;
+pub(crate) mod records;

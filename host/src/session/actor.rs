@@ -1,0 +1,888 @@
+//! The session actor's loop: connect (hosts shuffled and re-resolved every cycle, bounded
+//! jittered backoff, client-side expiry), prime the connection (auth, SetWatches2, queued
+//! requests), then serve it (requests out, replies and notifications in, pings, dead-connection
+//! detection, read-only probing) until it drops, and again.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use super::hosts::{ConnectString, HostPort};
+use super::watches::{WatchKind, WatchRegistry};
+use super::{Command, Effect, Request, SessionConfig, SessionEvent, SessionState, Snapshot};
+use crate::error::{Error, Result};
+use crate::path::Chroot;
+use crate::proto::codec::Reader;
+use crate::proto::frame::next_frame;
+use crate::proto::ops::{self, op};
+use crate::proto::records::{
+    ConnectRequest, ConnectResponse, EventType, KeeperState, ReplyHeader, WatchedEvent,
+    REPLY_HEADER_LEN, XID_AUTH, XID_NOTIFICATION, XID_PING, XID_SET_WATCHES,
+};
+use crate::rand::Rng;
+
+/// Stop taking new commands while this much is waiting to be written.
+const HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Commands taken in one go before the loop looks at the socket again.
+const BATCH: usize = 512;
+/// How long `close` waits for the server's answer.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// Starts a session actor on a thread of its own (with its own single-threaded runtime), so no
+/// callback, however busy, can starve its pings.
+pub(crate) fn spawn(
+    cfg: SessionConfig,
+    cs: ConnectString,
+) -> std::io::Result<(mpsc::UnboundedSender<Command>, watch::Receiver<Snapshot>)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (snap_tx, snap_rx) = watch::channel(Snapshot {
+        state: SessionState::Lost,
+        session_id: 0,
+        negotiated_timeout: cfg.session_timeout,
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let actor = Actor::new(cfg, cs, rx, snap_tx);
+    std::thread::Builder::new()
+        .name("wazoo-session".into())
+        .spawn(move || rt.block_on(actor.run()))?;
+    Ok((tx, snap_rx))
+}
+
+/// Why a connection ended (logged through `Debug`).
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Disconnect {
+    Eof,
+    Io(std::io::Error),
+    Protocol(Error),
+    Timeout,
+    MoveTo(SocketAddr),
+    Closed,
+}
+
+enum Reply {
+    User(oneshot::Sender<Result<Bytes>>),
+    Internal,
+    Close,
+}
+
+struct InFlight {
+    xid: i32,
+    opcode: i32,
+    reply: Reply,
+    effect: Effect,
+}
+
+struct Auth {
+    id: u64,
+    scheme: String,
+    data: Vec<u8>,
+    waiter: Option<oneshot::Sender<Result<()>>>,
+}
+
+struct Established {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    resp: ConnectResponse,
+    addr: SocketAddr,
+}
+
+type Probe = Pin<Box<dyn Future<Output = SocketAddr> + Send>>;
+
+struct Actor {
+    cfg: SessionConfig,
+    hosts: Vec<HostPort>,
+    chroot: Chroot,
+    rx: mpsc::UnboundedReceiver<Command>,
+    snap: watch::Sender<Snapshot>,
+    listeners: Vec<mpsc::UnboundedSender<SessionEvent>>,
+    state: SessionState,
+    session_id: i64,
+    passwd: Vec<u8>,
+    timeout: Duration,
+    last_zxid: i64,
+    seen_rw: bool,
+    xid: i32,
+    queued: VecDeque<Request>,
+    watches: WatchRegistry,
+    auths: Vec<Auth>,
+    next_auth_id: u64,
+    closed: bool,
+    close_waiters: Vec<oneshot::Sender<()>>,
+    last_contact: Instant,
+    prefer: Option<SocketAddr>,
+    rng: Rng,
+}
+
+impl Actor {
+    fn new(
+        cfg: SessionConfig,
+        cs: ConnectString,
+        rx: mpsc::UnboundedReceiver<Command>,
+        snap: watch::Sender<Snapshot>,
+    ) -> Actor {
+        Actor {
+            timeout: cfg.session_timeout,
+            cfg,
+            hosts: cs.hosts,
+            chroot: cs.chroot,
+            rx,
+            snap,
+            listeners: Vec::new(),
+            state: SessionState::Lost,
+            session_id: 0,
+            passwd: vec![0; 16],
+            last_zxid: 0,
+            seen_rw: false,
+            xid: 0,
+            queued: VecDeque::new(),
+            watches: WatchRegistry::default(),
+            auths: Vec::new(),
+            next_auth_id: 0,
+            closed: false,
+            close_waiters: Vec::new(),
+            last_contact: Instant::now(),
+            prefer: None,
+            rng: Rng::new(),
+        }
+    }
+
+    async fn run(mut self) {
+        while !self.closed {
+            let Some(est) = self.connect().await else {
+                break;
+            };
+            self.serve(est).await;
+        }
+        self.finish();
+    }
+
+    /// Everything still waiting learns the client is closed.
+    fn finish(&mut self) {
+        for r in self.queued.drain(..) {
+            let _ = r.reply.send(Err(Error::Closed));
+        }
+        for a in self.auths.drain(..) {
+            if let Some(w) = a.waiter {
+                let _ = w.send(Err(Error::Closed));
+            }
+        }
+        self.watches.clear(KeeperState::Closed);
+        self.set_state(SessionState::Closed, KeeperState::Closed);
+        for w in self.close_waiters.drain(..) {
+            let _ = w.send(());
+        }
+        // Anything sent after this point finds the channel closed.
+        self.rx.close();
+        while let Ok(cmd) = self.rx.try_recv() {
+            self.refuse(cmd);
+        }
+    }
+
+    fn refuse(&mut self, cmd: Command) {
+        match cmd {
+            Command::Request(r) => {
+                let _ = r.reply.send(Err(Error::Closed));
+            }
+            Command::AddAuth { reply, .. } => {
+                let _ = reply.send(Err(Error::Closed));
+            }
+            Command::Listen(l) => {
+                let _ = l.send(self.event(SessionState::Closed, KeeperState::Closed));
+            }
+            Command::Close(w) => self.close_waiters.push(w),
+        }
+    }
+
+    fn event(&self, state: SessionState, keeper_state: KeeperState) -> SessionEvent {
+        SessionEvent {
+            state,
+            keeper_state,
+            session_id: self.session_id,
+        }
+    }
+
+    fn publish(&self) {
+        self.snap.send_replace(Snapshot {
+            state: self.state,
+            session_id: self.session_id,
+            negotiated_timeout: self.timeout,
+        });
+    }
+
+    /// Moves to `state`; listeners hear only real changes.
+    fn set_state(&mut self, state: SessionState, keeper_state: KeeperState) {
+        if state == self.state {
+            return;
+        }
+        info!(from = ?self.state, to = ?state, session_id = format_args!("{:#x}", self.session_id), "session state");
+        self.state = state;
+        self.publish();
+        let ev = self.event(state, keeper_state);
+        self.listeners.retain(|l| l.send(ev.clone()).is_ok());
+    }
+
+    /// Tells listeners of a raw state that is not a state change (auth failure).
+    fn tell(&mut self, keeper_state: KeeperState) {
+        let ev = self.event(self.state, keeper_state);
+        self.listeners.retain(|l| l.send(ev.clone()).is_ok());
+    }
+
+    /// The session is gone: queued requests fail, watchers hear it, a new session follows.
+    fn expire(&mut self, why: &str) {
+        warn!(
+            session_id = format_args!("{:#x}", self.session_id),
+            "session expired: {why}"
+        );
+        for r in self.queued.drain(..) {
+            let _ = r.reply.send(Err(Error::SessionExpired));
+        }
+        self.watches.clear(KeeperState::Expired);
+        self.set_state(SessionState::Lost, KeeperState::Expired);
+        self.session_id = 0;
+        self.passwd = vec![0; 16];
+        self.timeout = self.cfg.session_timeout;
+        self.publish();
+        self.last_contact = Instant::now();
+    }
+
+    /// A command that arrives while there is no connection. Returns false once the client is
+    /// closing.
+    fn offline_command(&mut self, cmd: Option<Command>) -> bool {
+        match cmd {
+            None => {
+                self.closed = true;
+                false
+            }
+            Some(Command::Request(r)) => {
+                if self.queued.len() >= self.cfg.max_queued {
+                    let _ = r.reply.send(Err(Error::QueueFull(self.cfg.max_queued)));
+                } else {
+                    self.queued.push_back(r);
+                }
+                true
+            }
+            Some(Command::AddAuth {
+                scheme,
+                auth,
+                reply,
+            }) => {
+                self.push_auth(scheme, auth, Some(reply));
+                true
+            }
+            Some(Command::Listen(l)) => {
+                self.listeners.push(l);
+                true
+            }
+            Some(Command::Close(w)) => {
+                self.close_waiters.push(w);
+                self.closed = true;
+                false
+            }
+        }
+    }
+
+    fn push_auth(
+        &mut self,
+        scheme: String,
+        data: Vec<u8>,
+        waiter: Option<oneshot::Sender<Result<()>>>,
+    ) -> u64 {
+        let id = self.next_auth_id;
+        self.next_auth_id += 1;
+        self.auths.push(Auth {
+            id,
+            scheme,
+            data,
+            waiter,
+        });
+        id
+    }
+
+    async fn resolve(&mut self) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for h in &self.hosts {
+            match tokio::net::lookup_host((h.host.as_str(), h.port)).await {
+                Ok(addrs) => {
+                    for a in addrs {
+                        if !out.contains(&a) {
+                            out.push(a);
+                        }
+                    }
+                }
+                Err(e) => warn!(host = %h.host, port = h.port, "cannot resolve: {e}"),
+            }
+        }
+        self.rng.shuffle(&mut out);
+        if let Some(p) = self.prefer.take() {
+            out.retain(|a| *a != p);
+            out.insert(0, p);
+        }
+        out
+    }
+
+    /// Tries servers until one takes the session, handling commands meanwhile. None when the
+    /// client was closed first.
+    async fn connect(&mut self) -> Option<Established> {
+        let mut cycle: u32 = 0;
+        loop {
+            if self.session_id != 0 && self.last_contact.elapsed() >= self.timeout {
+                self.expire(
+                    "no server accepted the session within its timeout (client-side expiry)",
+                );
+            }
+            let addrs = self.resolve().await;
+            let per_host = self.cfg.connect_timeout.unwrap_or_else(|| {
+                (self.timeout / addrs.len().max(1) as u32).max(Duration::from_millis(500))
+            });
+            for addr in addrs {
+                let req = ConnectRequest {
+                    last_zxid_seen: self.last_zxid,
+                    timeout_ms: self.cfg.session_timeout.as_millis() as i32,
+                    session_id: if self.seen_rw || !self.cfg.allow_read_only {
+                        self.session_id
+                    } else {
+                        0
+                    },
+                    passwd: self.passwd.clone(),
+                    read_only: self.cfg.allow_read_only,
+                };
+                let attempt = handshake(addr, req, per_host, self.cfg.max_frame);
+                tokio::pin!(attempt);
+                let res = loop {
+                    tokio::select! {
+                        r = &mut attempt => break r,
+                        cmd = self.rx.recv() => if !self.offline_command(cmd) { return None },
+                    }
+                };
+                match res {
+                    Ok(est) if est.resp.timeout_ms <= 0 => {
+                        self.expire("the server reports the session expired");
+                    }
+                    Ok(est) => return Some(est),
+                    Err(e) => debug!(%addr, "connect failed: {e}"),
+                }
+                if self.session_id != 0 && self.last_contact.elapsed() >= self.timeout {
+                    self.expire(
+                        "no server accepted the session within its timeout (client-side expiry)",
+                    );
+                }
+            }
+            // A full pass failed: back off, bounded and jittered, still handling commands.
+            cycle = cycle.saturating_add(1);
+            let base = Duration::from_millis(50).saturating_mul(1u32 << cycle.min(10));
+            let cap = base.min(self.cfg.max_backoff);
+            let pause = cap.mul_f64(0.5 + 0.5 * self.rng.unit());
+            let sleep = tokio::time::sleep(pause);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    cmd = self.rx.recv() => if !self.offline_command(cmd) { return None },
+                }
+            }
+        }
+    }
+
+    fn next_xid(&mut self) -> i32 {
+        self.xid = if self.xid == i32::MAX {
+            1
+        } else {
+            self.xid + 1
+        };
+        self.xid
+    }
+
+    fn write_request(
+        &mut self,
+        mut req: Request,
+        wbuf: &mut BytesMut,
+        inflight: &mut VecDeque<InFlight>,
+    ) {
+        let xid = self.next_xid();
+        ops::seal_frame(&mut req.frame, xid);
+        let opcode = ops::frame_opcode(&req.frame);
+        wbuf.extend_from_slice(&req.frame);
+        inflight.push_back(InFlight {
+            xid,
+            opcode,
+            reply: Reply::User(req.reply),
+            effect: req.effect,
+        });
+    }
+
+    fn write_internal(
+        &mut self,
+        mut frame: BytesMut,
+        reply: Reply,
+        wbuf: &mut BytesMut,
+        inflight: &mut VecDeque<InFlight>,
+    ) {
+        let xid = self.next_xid();
+        ops::seal_frame(&mut frame, xid);
+        let opcode = ops::frame_opcode(&frame);
+        wbuf.extend_from_slice(&frame);
+        inflight.push_back(InFlight {
+            xid,
+            opcode,
+            reply,
+            effect: Effect::None,
+        });
+    }
+
+    fn write_auth(auth: &Auth, wbuf: &mut BytesMut, auth_inflight: &mut VecDeque<u64>) {
+        let mut f = ops::start_frame(op::AUTH, 16 + auth.scheme.len() + auth.data.len());
+        ops::write_auth(&mut f, &auth.scheme, &auth.data);
+        ops::seal_frame(&mut f, XID_AUTH);
+        wbuf.extend_from_slice(&f);
+        auth_inflight.push_back(auth.id);
+    }
+
+    /// Serves one connection until it ends, then fails what was in flight.
+    async fn serve(&mut self, est: Established) {
+        let Established {
+            mut stream,
+            mut rbuf,
+            resp,
+            addr,
+        } = est;
+        let new_session = resp.session_id != self.session_id;
+        self.session_id = resp.session_id;
+        self.passwd = resp.passwd.clone();
+        self.timeout = Duration::from_millis(resp.timeout_ms as u64);
+        self.last_contact = Instant::now();
+        if !resp.read_only {
+            self.seen_rw = true;
+        }
+        info!(
+            %addr,
+            session_id = format_args!("{:#x}", self.session_id),
+            timeout_ms = resp.timeout_ms,
+            read_only = resp.read_only,
+            new_session,
+            "connected"
+        );
+        let (state, ks) = if resp.read_only {
+            (
+                SessionState::ConnectedReadOnly,
+                KeeperState::ConnectedReadOnly,
+            )
+        } else {
+            (SessionState::Connected, KeeperState::SyncConnected)
+        };
+
+        let mut wbuf = BytesMut::with_capacity(64 * 1024);
+        let mut inflight: VecDeque<InFlight> = VecDeque::new();
+        let mut auth_inflight: VecDeque<u64> = VecDeque::new();
+        // Prime, in the Java client's order: auth, watches, then queued requests.
+        for a in &self.auths {
+            Self::write_auth(a, &mut wbuf, &mut auth_inflight);
+        }
+        let restore = self.watches.to_restore();
+        let had_watches = !restore.is_empty();
+        if had_watches {
+            for mut f in restore.into_frames(self.last_zxid, self.cfg.set_watches_batch) {
+                ops::seal_frame(&mut f, XID_SET_WATCHES);
+                wbuf.extend_from_slice(&f);
+            }
+        }
+        while let Some(r) = self.queued.pop_front() {
+            self.write_request(r, &mut wbuf, &mut inflight);
+        }
+        self.set_state(state, ks);
+        if had_watches {
+            let chroot = self.chroot.clone();
+            self.watches.resync(|p| chroot.strip(p).to_string());
+        }
+
+        let mut probe: Option<Probe> = if resp.read_only {
+            Some(Box::pin(probe_read_write(self.hosts.clone(), addr)))
+        } else {
+            None
+        };
+        let why = self
+            .serve_loop(
+                &mut stream,
+                &mut rbuf,
+                &mut wbuf,
+                &mut inflight,
+                &mut auth_inflight,
+                &mut probe,
+            )
+            .await;
+        match &why {
+            Disconnect::Closed => debug!("session closed"),
+            other => info!(%addr, "connection lost: {other:?}"),
+        }
+        if let Disconnect::MoveTo(a) = why {
+            self.prefer = Some(a);
+        }
+        if let Disconnect::Protocol(e) = &why {
+            warn!(%addr, "closing the connection: {e}");
+        }
+        drop(stream);
+        let in_flight_err = if self.closed {
+            Error::Closed
+        } else {
+            Error::ConnectionLoss
+        };
+        for p in inflight.drain(..) {
+            match p.reply {
+                Reply::User(tx) => {
+                    let _ = tx.send(Err(in_flight_err.clone()));
+                }
+                Reply::Internal | Reply::Close => {}
+            }
+        }
+        if !self.closed {
+            self.set_state(SessionState::Suspended, KeeperState::Disconnected);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_loop(
+        &mut self,
+        stream: &mut TcpStream,
+        rbuf: &mut BytesMut,
+        wbuf: &mut BytesMut,
+        inflight: &mut VecDeque<InFlight>,
+        auth_inflight: &mut VecDeque<u64>,
+        probe: &mut Option<Probe>,
+    ) -> Disconnect {
+        let (mut rd, mut wr) = stream.split();
+        let mut last_send = Instant::now();
+        let mut last_recv = Instant::now();
+        let mut tick = tokio::time::interval((self.timeout / 10).max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut closing_since: Option<Instant> = None;
+        if self.closed {
+            // Closed while connecting: say goodbye properly.
+            self.write_internal(ops::start_frame(op::CLOSE, 0), Reply::Close, wbuf, inflight);
+            closing_since = Some(Instant::now());
+        }
+        loop {
+            let take_commands = wbuf.len() < HIGH_WATER;
+            tokio::select! {
+                biased;
+                r = rd.read_buf(rbuf) => {
+                    match r {
+                        Ok(0) => return if closing_since.is_some() { Disconnect::Closed } else { Disconnect::Eof },
+                        Err(e) => return Disconnect::Io(e),
+                        Ok(_) => {}
+                    }
+                    last_recv = Instant::now();
+                    self.last_contact = last_recv;
+                    loop {
+                        match next_frame(rbuf, self.cfg.max_frame) {
+                            Ok(Some(frame)) => {
+                                if let Err(d) = self.on_frame(frame, wbuf, inflight, auth_inflight) {
+                                    return d;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => return Disconnect::Protocol(e),
+                        }
+                    }
+                }
+                r = wr.write_buf(wbuf), if !wbuf.is_empty() => {
+                    if let Err(e) = r {
+                        return Disconnect::Io(e);
+                    }
+                }
+                cmd = self.rx.recv(), if take_commands => {
+                    let mut cmd = cmd;
+                    let mut n = 0;
+                    loop {
+                        match cmd {
+                            None => {
+                                // Every client handle is gone: close the session.
+                                if closing_since.is_none() {
+                                    self.closed = true;
+                                    self.write_internal(ops::start_frame(op::CLOSE, 0), Reply::Close, wbuf, inflight);
+                                    closing_since = Some(Instant::now());
+                                }
+                                break;
+                            }
+                            Some(Command::Request(r)) if closing_since.is_some() => {
+                                let _ = r.reply.send(Err(Error::Closed));
+                            }
+                            Some(Command::Request(r)) => self.write_request(r, wbuf, inflight),
+                            Some(Command::AddAuth { scheme, auth, reply }) => {
+                                let id = self.push_auth(scheme, auth, Some(reply));
+                                let a = self.auths.last().expect("just pushed");
+                                debug_assert_eq!(a.id, id);
+                                Self::write_auth(a, wbuf, auth_inflight);
+                            }
+                            Some(Command::Listen(l)) => {
+                                let _ = l.send(self.event(self.state, match self.state {
+                                    SessionState::ConnectedReadOnly => KeeperState::ConnectedReadOnly,
+                                    _ => KeeperState::SyncConnected,
+                                }));
+                                self.listeners.push(l);
+                            }
+                            Some(Command::Close(w)) => {
+                                self.close_waiters.push(w);
+                                if closing_since.is_none() {
+                                    self.closed = true;
+                                    self.write_internal(ops::start_frame(op::CLOSE, 0), Reply::Close, wbuf, inflight);
+                                    closing_since = Some(Instant::now());
+                                }
+                            }
+                        }
+                        n += 1;
+                        if n >= BATCH || wbuf.len() >= HIGH_WATER {
+                            break;
+                        }
+                        match self.rx.try_recv() {
+                            Ok(c) => cmd = Some(c),
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => cmd = None,
+                        }
+                    }
+                    last_send = Instant::now();
+                }
+                _ = tick.tick() => {
+                    if let Some(since) = closing_since {
+                        if since.elapsed() >= CLOSE_WAIT {
+                            warn!("the server did not answer closeSession in time");
+                            return Disconnect::Closed;
+                        }
+                    }
+                    if last_recv.elapsed() >= self.timeout * 2 / 3 {
+                        return Disconnect::Timeout;
+                    }
+                    if last_send.elapsed() >= self.timeout / 3 {
+                        let mut f = ops::start_frame(op::PING, 0);
+                        ops::seal_frame(&mut f, XID_PING);
+                        wbuf.extend_from_slice(&f);
+                        last_send = Instant::now();
+                    }
+                }
+                addr = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
+                    info!(%addr, "found a read-write server; moving there");
+                    return Disconnect::MoveTo(addr);
+                }
+            }
+        }
+    }
+
+    /// Handles one frame from the server.
+    fn on_frame(
+        &mut self,
+        mut frame: BytesMut,
+        wbuf: &mut BytesMut,
+        inflight: &mut VecDeque<InFlight>,
+        auth_inflight: &mut VecDeque<u64>,
+    ) -> std::result::Result<(), Disconnect> {
+        let mut r = Reader::new(&frame);
+        let h = ReplyHeader::read(&mut r).map_err(Disconnect::Protocol)?;
+        match h.xid {
+            XID_NOTIFICATION => {
+                let (ty, state, path) = WatchedEvent::read(&mut r).map_err(Disconnect::Protocol)?;
+                let ev = WatchedEvent {
+                    event_type: EventType::from_code(ty),
+                    keeper_state: KeeperState::from_code(state),
+                    path: self.chroot.strip(&path).to_string(),
+                    zxid: h.zxid,
+                };
+                let emptied = self.watches.dispatch(&path, ev);
+                for (kind, p) in emptied {
+                    // Nobody listens any more: remove the watch on the server too.
+                    let mut f = ops::start_frame(op::REMOVE_WATCHES, p.len() + 8);
+                    ops::write_path_version(
+                        &mut f,
+                        &p,
+                        if kind == WatchKind::Persistent { 4 } else { 5 },
+                    );
+                    self.write_internal(f, Reply::Internal, wbuf, inflight);
+                }
+            }
+            XID_PING => {}
+            XID_AUTH => {
+                let Some(id) = auth_inflight.pop_front() else {
+                    return Err(Disconnect::Protocol(Error::MalformedResponse(
+                        "an auth reply nobody asked for".into(),
+                    )));
+                };
+                let Some(pos) = self.auths.iter().position(|a| a.id == id) else {
+                    return Ok(());
+                };
+                if h.err == 0 {
+                    if let Some(w) = self.auths[pos].waiter.take() {
+                        let _ = w.send(Ok(()));
+                    }
+                } else {
+                    let a = self.auths.remove(pos);
+                    warn!(scheme = %a.scheme, "authentication failed");
+                    if let Some(w) = a.waiter {
+                        let _ = w.send(Err(Error::AuthFailed));
+                    }
+                    self.tell(KeeperState::AuthFailed);
+                }
+            }
+            XID_SET_WATCHES => {
+                if h.err != 0 {
+                    warn!(
+                        err = h.err,
+                        "the server refused to restore watches: {}",
+                        Error::from_code(h.err)
+                    );
+                }
+            }
+            xid => {
+                let Some(p) = inflight.pop_front() else {
+                    return Err(Disconnect::Protocol(Error::MalformedResponse(format!(
+                        "reply for xid {xid} with no request in flight"
+                    ))));
+                };
+                if p.xid != xid {
+                    let e = Error::MalformedResponse(format!(
+                        "reply for xid {xid} while xid {} was next",
+                        p.xid
+                    ));
+                    inflight.push_front(p);
+                    return Err(Disconnect::Protocol(e));
+                }
+                if h.zxid > 0 && h.zxid > self.last_zxid {
+                    self.last_zxid = h.zxid;
+                }
+                self.apply_effect(p.effect, h.err);
+                match p.reply {
+                    Reply::User(tx) => {
+                        let res = if h.err == 0 {
+                            Ok(frame.split_off(REPLY_HEADER_LEN).freeze())
+                        } else {
+                            Err(Error::from_code(h.err))
+                        };
+                        let _ = tx.send(res);
+                    }
+                    Reply::Internal => {
+                        if h.err != 0 {
+                            debug!(
+                                opcode = p.opcode,
+                                "internal request failed: {}",
+                                Error::from_code(h.err)
+                            );
+                        }
+                    }
+                    Reply::Close => return Err(Disconnect::Closed),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_effect(&mut self, effect: Effect, err: i32) {
+        match effect {
+            Effect::None => {}
+            Effect::Watch { kind, path, sink } => {
+                let kind = match (kind, err) {
+                    (WatchKind::Exist, 0) => Some(WatchKind::Data),
+                    (WatchKind::Exist, -101) => Some(WatchKind::Exist),
+                    (k, 0) => Some(k),
+                    _ => None,
+                };
+                if let Some(k) = kind {
+                    self.watches.add(k, path, sink);
+                }
+            }
+            Effect::RemoveWatches {
+                path,
+                user_path,
+                watcher_type,
+            } => {
+                if err == 0 {
+                    self.watches.remove(&path, watcher_type, &user_path);
+                }
+            }
+        }
+    }
+}
+
+/// Connects and runs the handshake, within `timeout`.
+async fn handshake(
+    addr: SocketAddr,
+    req: ConnectRequest,
+    timeout: Duration,
+    max_frame: usize,
+) -> std::result::Result<Established, String> {
+    let fut = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut b = BytesMut::with_capacity(64);
+        b.put_i32(0);
+        req.write(&mut b);
+        let len = (b.len() - 4) as i32;
+        b[0..4].copy_from_slice(&len.to_be_bytes());
+        stream.write_all(&b).await.map_err(|e| e.to_string())?;
+        let mut rbuf = BytesMut::with_capacity(64 * 1024);
+        loop {
+            if let Some(f) = next_frame(&mut rbuf, max_frame).map_err(|e| e.to_string())? {
+                let resp = ConnectResponse::read(&f).map_err(|e| e.to_string())?;
+                return Ok(Established {
+                    stream,
+                    rbuf,
+                    resp,
+                    addr,
+                });
+            }
+            let n = stream
+                .read_buf(&mut rbuf)
+                .await
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("the server closed the connection during the handshake".to_string());
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no handshake within {timeout:?}")),
+    }
+}
+
+/// Asks every other server `isro` until one answers `rw` (100 ms, doubling to 60 s).
+async fn probe_read_write(hosts: Vec<HostPort>, current: SocketAddr) -> SocketAddr {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        tokio::time::sleep(delay).await;
+        for h in &hosts {
+            let Ok(addrs) = tokio::net::lookup_host((h.host.as_str(), h.port)).await else {
+                continue;
+            };
+            for a in addrs {
+                if a == current {
+                    continue;
+                }
+                if isro(a).await.as_deref() == Some("rw") {
+                    return a;
+                }
+            }
+        }
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
+async fn isro(addr: SocketAddr) -> Option<String> {
+    let fut = async {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"isro").await.ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        String::from_utf8(out).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(1), fut)
+        .await
+        .ok()
+        .flatten()
+}

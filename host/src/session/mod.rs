@@ -1,0 +1,130 @@
+//! The session: one actor task per client that owns the socket and everything that depends on
+//! it (handshake, pings, xids, requests in flight, the watch registry, auth replay, reconnects).
+//!
+//! **Architecture Invariant:** the actor never runs or awaits user code. It talks to the rest of
+//! the client only through channels: requests come in on one `mpsc`, each answered exactly once
+//! on its own `oneshot`; watch events and state changes go out on channels it never waits on.
+
+mod actor;
+pub(crate) mod hosts;
+pub(crate) mod watches;
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot};
+
+pub(crate) use actor::spawn;
+use watches::{WatchKind, WatchSink};
+
+use crate::error::Result;
+use crate::proto::records::KeeperState;
+
+/// What the client asks of the session.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A request: a frame ready to send but for its xid.
+    Request(Request),
+    /// Add credentials to the session (and to every later connection of it).
+    AddAuth {
+        scheme: String,
+        auth: Vec<u8>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Hear every session state change from now on.
+    Listen(mpsc::UnboundedSender<SessionEvent>),
+    /// Close the session and stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// A request on its way to the server.
+#[derive(Debug)]
+pub(crate) struct Request {
+    /// A frame from `proto::ops::start_frame`, complete but for its length and xid.
+    pub frame: BytesMut,
+    /// Where the reply body (after the header) or error goes.
+    pub reply: oneshot::Sender<Result<Bytes>>,
+    /// What the session does to its watch registry when the reply arrives.
+    pub effect: Effect,
+}
+
+/// A request's side effect on the session's watch registry, applied when its reply arrives.
+#[derive(Debug)]
+pub(crate) enum Effect {
+    None,
+    /// Register a watcher (exists: a data watch if the node exists, an exist watch on NoNode;
+    /// others only on success).
+    Watch {
+        kind: WatchKind,
+        path: String,
+        sink: WatchSink,
+    },
+    /// On success, forget the watchers that `removeWatches` removed on the server.
+    RemoveWatches {
+        path: String,
+        user_path: String,
+        watcher_type: i32,
+    },
+}
+
+/// Kazoo's session states, plus read-only and closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SessionState {
+    /// Connected to a read-write server.
+    Connected,
+    /// Connected to a read-only server (quorum lost): reads work, writes fail with
+    /// [`crate::Error::NotReadOnly`].
+    ConnectedReadOnly,
+    /// The connection dropped; the session may still be alive. Requests wait for the reconnect.
+    Suspended,
+    /// The session is gone (expired): its ephemerals and watches too. The client starts a new one.
+    Lost,
+    /// The client was closed.
+    Closed,
+}
+
+/// A session state change, as state listeners hear it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEvent {
+    /// The new state.
+    pub state: SessionState,
+    /// ZooKeeper's raw state behind it.
+    pub keeper_state: KeeperState,
+    /// The session id (0 when there is none).
+    pub session_id: i64,
+}
+
+/// Tunables of a session, set through [`crate::ClientBuilder`].
+#[derive(Debug, Clone)]
+pub(crate) struct SessionConfig {
+    pub session_timeout: Duration,
+    pub connect_timeout: Option<Duration>,
+    pub allow_read_only: bool,
+    pub max_frame: usize,
+    pub max_queued: usize,
+    pub max_backoff: Duration,
+    pub set_watches_batch: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            session_timeout: Duration::from_secs(10),
+            connect_timeout: None,
+            allow_read_only: false,
+            max_frame: crate::proto::frame::DEFAULT_MAX_FRAME,
+            max_queued: 10_000,
+            max_backoff: Duration::from_secs(2),
+            set_watches_batch: 128 * 1024,
+        }
+    }
+}
+
+/// What the client can read of the session without asking it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub state: SessionState,
+    pub session_id: i64,
+    pub negotiated_timeout: Duration,
+}

@@ -1,0 +1,349 @@
+//! The session's watch registry: which watchers wait on which server path, how a notification
+//! maps to watchers (the Java client's rules), and what to restore after a reconnect.
+//!
+//! One-shot watches (data, exist, child) are removed when they fire; persistent ones stay until
+//! removed or until every watcher has gone away.
+
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::proto::ops::SetWatches;
+use crate::proto::records::{EventType, KeeperState, WatchedEvent};
+
+/// Where a watch's events go.
+#[derive(Debug)]
+pub(crate) enum WatchSink {
+    /// A one-shot watcher: one event, then done.
+    Once(oneshot::Sender<WatchedEvent>),
+    /// A stream of events (persistent watches).
+    Stream(mpsc::UnboundedSender<WatchedEvent>),
+}
+
+impl WatchSink {
+    /// Delivers an event; false when the receiver is gone.
+    fn send(&mut self, ev: WatchedEvent) -> bool {
+        match self {
+            WatchSink::Once(_) => {
+                let WatchSink::Once(tx) =
+                    std::mem::replace(self, WatchSink::Stream(closed_stream()))
+                else {
+                    unreachable!("matched Once above")
+                };
+                tx.send(ev).is_ok()
+            }
+            WatchSink::Stream(tx) => tx.send(ev).is_ok(),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            WatchSink::Once(tx) => tx.is_closed(),
+            WatchSink::Stream(tx) => tx.is_closed(),
+        }
+    }
+}
+
+fn closed_stream() -> mpsc::UnboundedSender<WatchedEvent> {
+    mpsc::unbounded_channel().0
+}
+
+/// The kinds of watch the client keeps, as the server distinguishes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum WatchKind {
+    Data,
+    Exist,
+    Child,
+    Persistent,
+    PersistentRecursive,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct WatchRegistry {
+    data: HashMap<String, Vec<WatchSink>>,
+    exist: HashMap<String, Vec<WatchSink>>,
+    child: HashMap<String, Vec<WatchSink>>,
+    persistent: HashMap<String, Vec<WatchSink>>,
+    recursive: HashMap<String, Vec<WatchSink>>,
+}
+
+impl WatchRegistry {
+    fn map(&mut self, kind: WatchKind) -> &mut HashMap<String, Vec<WatchSink>> {
+        match kind {
+            WatchKind::Data => &mut self.data,
+            WatchKind::Exist => &mut self.exist,
+            WatchKind::Child => &mut self.child,
+            WatchKind::Persistent => &mut self.persistent,
+            WatchKind::PersistentRecursive => &mut self.recursive,
+        }
+    }
+
+    /// Registers a watcher on a server path.
+    pub(crate) fn add(&mut self, kind: WatchKind, path: String, sink: WatchSink) {
+        self.map(kind).entry(path).or_default().push(sink);
+    }
+
+    /// Routes a notification (server path, already chroot-stripped in `ev.path`) to its
+    /// watchers. Returns the persistent paths whose every watcher is gone, which the session then
+    /// removes on the server.
+    pub(crate) fn dispatch(
+        &mut self,
+        server_path: &str,
+        ev: WatchedEvent,
+    ) -> Vec<(WatchKind, String)> {
+        let mut once: Vec<WatchSink> = Vec::new();
+        match ev.event_type {
+            EventType::NodeCreated | EventType::NodeDataChanged => {
+                once.extend(self.data.remove(server_path).unwrap_or_default());
+                once.extend(self.exist.remove(server_path).unwrap_or_default());
+            }
+            EventType::NodeDeleted => {
+                once.extend(self.data.remove(server_path).unwrap_or_default());
+                once.extend(self.exist.remove(server_path).unwrap_or_default());
+                once.extend(self.child.remove(server_path).unwrap_or_default());
+            }
+            EventType::NodeChildrenChanged => {
+                once.extend(self.child.remove(server_path).unwrap_or_default());
+            }
+            _ => {}
+        }
+        for mut s in once {
+            s.send(ev.clone());
+        }
+        let mut emptied = Vec::new();
+        if let Some(list) = self.persistent.get_mut(server_path) {
+            list.retain_mut(|s| s.send(ev.clone()));
+            if list.is_empty() {
+                self.persistent.remove(server_path);
+                emptied.push((WatchKind::Persistent, server_path.to_string()));
+            }
+        }
+        if ev.event_type != EventType::NodeChildrenChanged && !self.recursive.is_empty() {
+            for prefix in ancestors_and_self(server_path) {
+                if let Some(list) = self.recursive.get_mut(prefix) {
+                    list.retain_mut(|s| s.send(ev.clone()));
+                    if list.is_empty() {
+                        self.recursive.remove(prefix);
+                        emptied.push((WatchKind::PersistentRecursive, prefix.to_string()));
+                    }
+                }
+            }
+        }
+        emptied
+    }
+
+    /// Removes every watcher of the kinds `remove_watches` named (a [`crate::WatcherType`] code)
+    /// at a path, telling each one with a *WatchRemoved event.
+    pub(crate) fn remove(&mut self, server_path: &str, watcher_type: i32, user_path: &str) {
+        let kinds: &[(WatchKind, EventType)] = match watcher_type {
+            1 => &[(WatchKind::Child, EventType::ChildWatchRemoved)],
+            2 => &[
+                (WatchKind::Data, EventType::DataWatchRemoved),
+                (WatchKind::Exist, EventType::DataWatchRemoved),
+            ],
+            3 => &[
+                (WatchKind::Child, EventType::ChildWatchRemoved),
+                (WatchKind::Data, EventType::DataWatchRemoved),
+                (WatchKind::Exist, EventType::DataWatchRemoved),
+                (WatchKind::Persistent, EventType::PersistentWatchRemoved),
+                (
+                    WatchKind::PersistentRecursive,
+                    EventType::PersistentWatchRemoved,
+                ),
+            ],
+            4 => &[(WatchKind::Persistent, EventType::PersistentWatchRemoved)],
+            5 => &[(
+                WatchKind::PersistentRecursive,
+                EventType::PersistentWatchRemoved,
+            )],
+            _ => &[],
+        };
+        for (kind, ev_type) in kinds {
+            for mut s in self.map(*kind).remove(server_path).unwrap_or_default() {
+                s.send(WatchedEvent {
+                    event_type: *ev_type,
+                    keeper_state: KeeperState::SyncConnected,
+                    path: user_path.to_string(),
+                    zxid: -1,
+                });
+            }
+        }
+    }
+
+    /// What to send in SetWatches2 after a reconnect. Watchers whose receivers are gone are
+    /// dropped first, so dead watches are not restored.
+    pub(crate) fn to_restore(&mut self) -> SetWatches {
+        for m in [
+            &mut self.data,
+            &mut self.exist,
+            &mut self.child,
+            &mut self.persistent,
+            &mut self.recursive,
+        ] {
+            m.retain(|_, list| {
+                list.retain(|s| !s.is_closed());
+                !list.is_empty()
+            });
+        }
+        let keys = |m: &HashMap<String, Vec<WatchSink>>| m.keys().cloned().collect::<Vec<_>>();
+        SetWatches {
+            data: keys(&self.data),
+            exist: keys(&self.exist),
+            child: keys(&self.child),
+            persistent: keys(&self.persistent),
+            persistent_recursive: keys(&self.recursive),
+        }
+    }
+
+    /// After a reconnect: tells every persistent watcher that events may have been missed.
+    pub(crate) fn resync(&mut self, strip: impl Fn(&str) -> String) {
+        for (path, list) in self.persistent.iter_mut().chain(self.recursive.iter_mut()) {
+            let ev = WatchedEvent {
+                event_type: EventType::Resync,
+                keeper_state: KeeperState::SyncConnected,
+                path: strip(path),
+                zxid: -1,
+            };
+            list.retain_mut(|s| s.send(ev.clone()));
+        }
+    }
+
+    /// The session is gone (expired or closed): every watcher hears it, then all are dropped.
+    pub(crate) fn clear(&mut self, state: KeeperState) {
+        let ev = WatchedEvent {
+            event_type: EventType::None,
+            keeper_state: state,
+            path: String::new(),
+            zxid: -1,
+        };
+        for m in [
+            &mut self.data,
+            &mut self.exist,
+            &mut self.child,
+            &mut self.persistent,
+            &mut self.recursive,
+        ] {
+            for (_, list) in m.drain() {
+                for mut s in list {
+                    s.send(ev.clone());
+                }
+            }
+        }
+    }
+
+    /// Whether a watch of this kind is registered at the path.
+    #[cfg(test)]
+    pub(crate) fn has(&mut self, kind: WatchKind, path: &str) -> bool {
+        self.map(kind).contains_key(path)
+    }
+}
+
+/// `/a/b/c` -> `/a/b/c`, `/a/b`, `/a`, `/`.
+fn ancestors_and_self(path: &str) -> impl Iterator<Item = &str> {
+    let mut next = Some(path);
+    std::iter::from_fn(move || {
+        let cur = next?;
+        next = if cur == "/" {
+            None
+        } else {
+            match cur.rfind('/') {
+                Some(0) => Some("/"),
+                Some(i) => Some(&cur[..i]),
+                None => None,
+            }
+        };
+        Some(cur)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(t: EventType, p: &str) -> WatchedEvent {
+        WatchedEvent {
+            event_type: t,
+            keeper_state: KeeperState::SyncConnected,
+            path: p.into(),
+            zxid: 1,
+        }
+    }
+
+    #[test]
+    fn ancestors() {
+        assert_eq!(
+            ancestors_and_self("/a/b").collect::<Vec<_>>(),
+            vec!["/a/b", "/a", "/"]
+        );
+        assert_eq!(ancestors_and_self("/").collect::<Vec<_>>(), vec!["/"]);
+    }
+
+    #[test]
+    fn one_shot_watches_fire_once_by_the_java_rules() {
+        let mut r = WatchRegistry::default();
+        let (t1, mut r1) = oneshot::channel();
+        let (t2, mut r2) = oneshot::channel();
+        let (t3, mut r3) = oneshot::channel();
+        r.add(WatchKind::Data, "/a".into(), WatchSink::Once(t1));
+        r.add(WatchKind::Child, "/a".into(), WatchSink::Once(t2));
+        r.add(WatchKind::Exist, "/b".into(), WatchSink::Once(t3));
+        r.dispatch("/a", ev(EventType::NodeDataChanged, "/a"));
+        assert_eq!(
+            r1.try_recv().unwrap().event_type,
+            EventType::NodeDataChanged
+        );
+        assert!(
+            r2.try_recv().is_err(),
+            "child watch must not fire on a data change"
+        );
+        assert!(!r.has(WatchKind::Data, "/a"));
+        r.dispatch("/a", ev(EventType::NodeDeleted, "/a"));
+        assert_eq!(r2.try_recv().unwrap().event_type, EventType::NodeDeleted);
+        r.dispatch("/b", ev(EventType::NodeCreated, "/b"));
+        assert_eq!(r3.try_recv().unwrap().event_type, EventType::NodeCreated);
+        assert!(r.to_restore().is_empty());
+    }
+
+    #[test]
+    fn recursive_watches_see_descendants_but_not_child_events() {
+        let mut r = WatchRegistry::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        r.add(
+            WatchKind::PersistentRecursive,
+            "/a".into(),
+            WatchSink::Stream(tx),
+        );
+        r.dispatch("/a/b/c", ev(EventType::NodeCreated, "/a/b/c"));
+        r.dispatch("/a", ev(EventType::NodeChildrenChanged, "/a"));
+        r.dispatch("/ab", ev(EventType::NodeCreated, "/ab"));
+        assert_eq!(rx.try_recv().unwrap().path, "/a/b/c");
+        assert!(rx.try_recv().is_err());
+        assert!(r.has(WatchKind::PersistentRecursive, "/a"));
+        r.resync(|p| p.to_string());
+        assert_eq!(rx.try_recv().unwrap().event_type, EventType::Resync);
+        drop(rx);
+        let emptied = r.dispatch("/a/x", ev(EventType::NodeDeleted, "/a/x"));
+        assert_eq!(
+            emptied,
+            vec![(WatchKind::PersistentRecursive, "/a".to_string())]
+        );
+    }
+
+    #[test]
+    fn restore_lists_live_watches_and_clear_tells_everyone() {
+        let mut r = WatchRegistry::default();
+        let (t1, r1) = oneshot::channel();
+        let (t2, r2) = oneshot::channel::<WatchedEvent>();
+        r.add(WatchKind::Data, "/live".into(), WatchSink::Once(t1));
+        r.add(WatchKind::Data, "/dead".into(), WatchSink::Once(t2));
+        drop(r2);
+        let sw = r.to_restore();
+        assert_eq!(sw.data, vec!["/live".to_string()]);
+        r.clear(KeeperState::Expired);
+        assert_eq!(
+            r1.blocking_recv().unwrap().keeper_state,
+            KeeperState::Expired
+        );
+        assert!(r.to_restore().is_empty());
+    }
+}
