@@ -5,7 +5,7 @@
 //! by a plain thread-parking executor: no tokio runtime is needed on the calling thread, and the
 //! session never waits for the caller.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
@@ -31,8 +31,8 @@ impl Wake for ThreadWaker {
 
 /// Runs a future to completion on the current thread, parking between wake-ups. Only for
 /// futures that need no runtime (the client's do not).
-pub fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
+pub fn block_on<F: IntoFuture>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut.into_future());
     let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
     let mut cx = Context::from_waker(&waker);
     loop {

@@ -1,11 +1,17 @@
 //! The public async client: every ZooKeeper operation, Kazoo's conveniences, watches and session
 //! state. A [`Client`] is a cheap handle (clone it freely) onto one session actor.
 
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::dispatch::{CallbackInfo, Lanes};
 
 use crate::error::{Error, Result};
 use crate::path::{validate_path, Chroot};
@@ -18,7 +24,7 @@ use crate::proto::records::{
 use crate::session::hosts::ConnectString;
 use crate::session::watches::{WatchKind, WatchSink};
 use crate::session::{
-    self, Command, Effect, Request, SessionConfig, SessionEvent, SessionState, Snapshot,
+    self, Command, Effect, Listener, ReplySink, Request, SessionConfig, SessionEvent, SessionState, Snapshot,
 };
 
 /// Configures and connects a [`Client`].
@@ -39,6 +45,7 @@ pub struct ClientBuilder {
     cfg: SessionConfig,
     wait: Duration,
     auth: Vec<(String, Vec<u8>)>,
+    lanes: Option<Lanes>,
 }
 
 impl ClientBuilder {
@@ -87,6 +94,12 @@ impl ClientBuilder {
         self
     }
 
+    /// The lanes callbacks run on (default: a new set named after the connect string).
+    pub fn lanes(mut self, lanes: Lanes) -> Self {
+        self.lanes = Some(lanes);
+        self
+    }
+
     /// Starts the session and waits until it is connected (read-write, or read-only when
     /// allowed). Fails with [`Error::Timeout`] if no server accepted it in time.
     pub async fn connect(self) -> Result<Client> {
@@ -94,8 +107,10 @@ impl ClientBuilder {
         let chroot = cs.chroot.clone();
         let (tx, snap) = session::spawn(self.cfg, cs)
             .map_err(|e| Error::InvalidArgument(format!("cannot start the session thread: {e}")))?;
+        let lanes = self.lanes.unwrap_or_else(|| Lanes::new("client"));
         let client = Client {
             inner: Arc::new(Inner { tx, snap, chroot }),
+            lanes,
         };
         let mut auth_replies = Vec::new();
         for (scheme, auth) in self.auth {
@@ -214,7 +229,7 @@ impl StateEvents {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     tx: mpsc::UnboundedSender<Command>,
     snap: watch::Receiver<Snapshot>,
     chroot: Chroot,
@@ -222,6 +237,9 @@ struct Inner {
 
 /// An async ZooKeeper client: a handle onto one session. Clone it freely; the session closes
 /// when [`Client::close`] is called or the last handle is dropped.
+///
+/// Single-request operations return a [`Pending`]: `.await` it for the result, or
+/// [`Pending::rawlink`] a callback that runs on the client's completion lane.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), wazoo::Error> {
@@ -237,10 +255,149 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    lanes: Lanes,
+}
+
+type Decode<T> = fn(&Chroot, Result<Bytes>) -> Result<T>;
+
+/// A request ready to go. `.await` it (it is sent when the future is created), or
+/// [`rawlink`](Pending::rawlink) a callback to the completion lane (Kazoo's `rawlink`).
+///
+/// Invalid arguments (a bad path, an empty ACL) were already found when the request was built:
+/// awaiting returns the error; `rawlink` returns it instead of calling the callback.
+#[must_use = "a request is sent only when awaited or linked"]
+pub struct Pending<T> {
+    client: Client,
+    req: Result<(BytesMut, Effect)>,
+    decode: Decode<T>,
+}
+
+impl<T> std::fmt::Debug for Pending<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("valid", &self.req.is_ok()).finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static> Pending<T> {
+    /// Sends the request; `f` runs on the completion lane with its result, exactly once,
+    /// whatever happens to the connection (a result, `ConnectionLoss`, `SessionExpired` or
+    /// `Closed`). Completion callbacks run in request order.
+    pub fn rawlink(self, f: impl FnOnce(Result<T>, CallbackInfo) + Send + 'static) -> Result<()> {
+        let (frame, effect) = self.req?;
+        let chroot = self.client.inner.clone();
+        let decode = self.decode;
+        let reply = ReplySink::Lane {
+            lanes: self.client.lanes.clone(),
+            job: Box::new(move |res, info| f(decode(&chroot.chroot, res), info)),
+        };
+        self.client.send_request(frame, effect, reply)
+    }
+}
+
+impl<T> IntoFuture for Pending<T> {
+    type Output = Result<T>;
+    type IntoFuture = PendingFuture<T>;
+
+    fn into_future(self) -> PendingFuture<T> {
+        let rx = self.req.and_then(|(frame, effect)| {
+            let (tx, rx) = oneshot::channel();
+            self.client.send_request(frame, effect, ReplySink::Oneshot(tx))?;
+            Ok(rx)
+        });
+        PendingFuture {
+            inner: self.client.inner,
+            rx: Some(rx),
+            decode: self.decode,
+        }
+    }
+}
+
+/// The future of an awaited [`Pending`].
+#[must_use = "futures do nothing unless polled"]
+pub struct PendingFuture<T> {
+    inner: Arc<Inner>,
+    rx: Option<Result<oneshot::Receiver<Result<Bytes>>>>,
+    decode: Decode<T>,
+}
+
+impl<T> std::fmt::Debug for PendingFuture<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingFuture").finish_non_exhaustive()
+    }
+}
+
+impl<T> Future for PendingFuture<T> {
+    type Output = Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let this = &mut *self;
+        let res = match this.rx.as_mut().expect("polled after completion") {
+            Err(e) => Err(e.clone()),
+            Ok(rx) => match Pin::new(rx).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => r.unwrap_or(Err(Error::Closed)),
+            },
+        };
+        this.rx = None;
+        Poll::Ready((this.decode)(&this.inner.chroot, res))
+    }
 }
 
 fn check(path: &str) -> Result<()> {
     validate_path(path, false)
+}
+
+// ---- decoders: one per response shape ----
+
+fn dec_unit(_: &Chroot, r: Result<Bytes>) -> Result<()> {
+    r.map(|_| ())
+}
+fn dec_empty_or_err(_: &Chroot, r: Result<Bytes>) -> Result<()> {
+    ops::read_empty_or_err(&r?)
+}
+fn dec_path_stat(c: &Chroot, r: Result<Bytes>) -> Result<(String, Stat)> {
+    let (p, s) = ops::read_path_stat(&r?)?;
+    Ok((c.strip(&p).to_string(), s))
+}
+fn dec_path(c: &Chroot, r: Result<Bytes>) -> Result<String> {
+    dec_path_stat(c, r).map(|(p, _)| p)
+}
+fn dec_exists(_: &Chroot, r: Result<Bytes>) -> Result<Option<Stat>> {
+    match r {
+        Ok(b) => Ok(Some(ops::read_stat(&b)?)),
+        Err(Error::NoNode) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+fn dec_stat(_: &Chroot, r: Result<Bytes>) -> Result<Stat> {
+    ops::read_stat(&r?)
+}
+fn dec_data(_: &Chroot, r: Result<Bytes>) -> Result<(Vec<u8>, Stat)> {
+    ops::read_data_stat(&r?)
+}
+fn dec_children(_: &Chroot, r: Result<Bytes>) -> Result<(Vec<String>, Stat)> {
+    ops::read_children_stat(&r?)
+}
+fn dec_i32(_: &Chroot, r: Result<Bytes>) -> Result<i32> {
+    ops::read_i32(&r?)
+}
+fn dec_paths(c: &Chroot, r: Result<Bytes>) -> Result<Vec<String>> {
+    Ok(ops::read_strings(&r?)?.iter().map(|p| c.strip(p).to_string()).collect())
+}
+fn dec_acl(_: &Chroot, r: Result<Bytes>) -> Result<(Vec<Acl>, Stat)> {
+    ops::read_acl_stat(&r?)
+}
+fn dec_sync(_: &Chroot, r: Result<Bytes>) -> Result<()> {
+    ops::read_path(&r?).map(|_| ())
+}
+fn dec_whoami(_: &Chroot, r: Result<Bytes>) -> Result<Vec<ClientInfo>> {
+    ops::read_whoami(&r?)
+}
+fn dec_multi(c: &Chroot, r: Result<Bytes>) -> Result<Vec<OpResult>> {
+    multi::read_multi(&r?, |p| c.strip(p).to_string())
+}
+fn dec_multi_read(_: &Chroot, r: Result<Bytes>) -> Result<Vec<ReadResult>> {
+    multi::read_multi_read(&r?)
 }
 
 impl Client {
@@ -251,6 +408,7 @@ impl Client {
             cfg: SessionConfig::default(),
             wait: Duration::from_secs(15),
             auth: Vec::new(),
+            lanes: None,
         }
     }
 
@@ -259,35 +417,62 @@ impl Client {
         Client::builder(connect_string).connect().await
     }
 
+    /// A handle on the same session whose callbacks run on other lanes: how each plugin gets
+    /// lanes of its own (per-plugin isolation) while sharing one connection.
+    pub fn with_lanes(&self, lanes: Lanes) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            lanes,
+        }
+    }
+
+    /// The lanes this handle's callbacks run on.
+    pub fn lanes(&self) -> &Lanes {
+        &self.lanes
+    }
+
     fn send(&self, cmd: Command) -> Result<()> {
         self.inner.tx.send(cmd).map_err(|_| Error::Closed)
     }
 
-    /// Sends a frame and waits for its reply body.
-    async fn call(&self, frame: BytesMut, effect: Effect) -> Result<Bytes> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Request(Request {
-            frame,
-            reply,
-            effect,
-        }))?;
-        rx.await.map_err(|_| Error::Closed)?
+    fn send_request(&self, frame: BytesMut, effect: Effect, reply: ReplySink) -> Result<()> {
+        self.inner
+            .tx
+            .send(Command::Request(Request { frame, reply, effect }))
+            .map_err(|e| match e.0 {
+                Command::Request(r) => {
+                    // The session is gone; a lane callback still runs, exactly once.
+                    r.reply.complete(0, Err(Error::Closed));
+                    Error::Closed
+                }
+                _ => Error::Closed,
+            })
+    }
+
+    fn pending<T>(&self, req: Result<(BytesMut, Effect)>, decode: Decode<T>) -> Pending<T> {
+        Pending {
+            client: self.clone(),
+            req,
+            decode,
+        }
     }
 
     fn server_path(&self, path: &str) -> String {
         self.inner.chroot.apply(path)
     }
 
-    fn user_path(&self, path: &str) -> String {
-        self.inner.chroot.strip(path).to_string()
-    }
-
+    /// A frame for `opcode` whose body starts with the (chrooted) path.
     fn path_frame(&self, opcode: i32, path: &str, extra: usize) -> BytesMut {
         let sp = self.server_path(path);
         let mut f = ops::start_frame(opcode, sp.len() + 4 + extra);
-        bytes::BufMut::put_i32(&mut f, sp.len() as i32);
-        bytes::BufMut::put_slice(&mut f, sp.as_bytes());
+        f.put_i32(sp.len() as i32);
+        f.put_slice(sp.as_bytes());
         f
+    }
+
+    fn path_req(&self, opcode: i32, path: &str) -> Result<(BytesMut, Effect)> {
+        check(path)?;
+        Ok((self.path_frame(opcode, path, 0), Effect::None))
     }
 
     // ---- session ----
@@ -307,10 +492,11 @@ impl Client {
         self.inner.snap.borrow().negotiated_timeout
     }
 
-    /// Every session state change from now on (the first event is the current state).
+    /// Every session state change from now on, as a stream (the first event is the current
+    /// state).
     pub fn state_events(&self) -> StateEvents {
         let (tx, rx) = mpsc::unbounded_channel();
-        if self.send(Command::Listen(tx.clone())).is_err() {
+        if self.send(Command::Listen(Listener::Channel(tx.clone()))).is_err() {
             let _ = tx.send(SessionEvent {
                 state: SessionState::Closed,
                 keeper_state: KeeperState::Closed,
@@ -318,6 +504,24 @@ impl Client {
             });
         }
         StateEvents { rx }
+    }
+
+    /// Adds a state listener: `f` runs on the session lane for the current state, then for
+    /// every change. It may call ZooKeeper (blocking or async) without risk of deadlock: the
+    /// session actor never waits for it.
+    pub fn add_listener(&self, f: impl Fn(SessionEvent, CallbackInfo) + Send + Sync + 'static) -> ListenerId {
+        let id = ListenerId(NEXT_LISTENER.fetch_add(1, Ordering::Relaxed));
+        let _ = self.send(Command::Listen(Listener::Lane {
+            id,
+            lanes: self.lanes.clone(),
+            f: Arc::new(f),
+        }));
+        id
+    }
+
+    /// Removes a state listener; it hears nothing queued after this call.
+    pub fn remove_listener(&self, id: ListenerId) {
+        let _ = self.send(Command::Unlisten(id));
     }
 
     /// Closes the session (its ephemerals go at once) and stops the client. Requests still
@@ -342,89 +546,62 @@ impl Client {
     }
 
     /// The identities the server associates with this session (ZooKeeper 3.7+).
-    pub async fn whoami(&self) -> Result<Vec<ClientInfo>> {
-        let body = self
-            .call(ops::start_frame(op::WHO_AM_I, 0), Effect::None)
-            .await?;
-        ops::read_whoami(&body)
+    pub fn whoami(&self) -> Pending<Vec<ClientInfo>> {
+        self.pending(Ok((ops::start_frame(op::WHO_AM_I, 0), Effect::None)), dec_whoami)
     }
 
     // ---- create / delete ----
 
     /// Creates a node with an open ACL; returns its path (with the sequence suffix, if any).
-    pub async fn create(&self, path: &str, data: &[u8], mode: CreateMode) -> Result<String> {
-        Ok(self
-            .create_with(
-                path,
-                data,
-                &CreateOptions {
-                    mode,
-                    ..Default::default()
-                },
-            )
-            .await?
-            .0)
+    pub fn create(&self, path: &str, data: &[u8], mode: CreateMode) -> Pending<String> {
+        let opts = CreateOptions {
+            mode,
+            ..Default::default()
+        };
+        self.pending(self.create_req(path, data, &opts), dec_path)
     }
 
-    /// Creates a node with options; returns its path and stat.
-    pub async fn create_with(
-        &self,
-        path: &str,
-        data: &[u8],
-        opts: &CreateOptions,
-    ) -> Result<(String, Stat)> {
+    fn create_req(&self, path: &str, data: &[u8], opts: &CreateOptions) -> Result<(BytesMut, Effect)> {
         validate_path(path, opts.mode.is_sequential())?;
         if opts.acl.is_empty() {
             return Err(Error::InvalidAcl);
         }
         if let Some(ttl) = opts.mode.ttl() {
             if ttl <= 0 {
-                return Err(Error::InvalidArgument(format!(
-                    "a TTL must be positive, got {ttl}"
-                )));
+                return Err(Error::InvalidArgument(format!("a TTL must be positive, got {ttl}")));
             }
         }
-        match self.create_once(path, data, opts).await {
+        let sp = self.server_path(path);
+        let mut f = ops::start_frame(ops::create_opcode(opts.mode), sp.len() + data.len() + 64);
+        ops::write_create(&mut f, &sp, data, &opts.acl, opts.mode);
+        Ok((f, Effect::None))
+    }
+
+    /// Creates a node with options (mode, ACL, makepath); returns its path and stat.
+    pub async fn create_with(&self, path: &str, data: &[u8], opts: &CreateOptions) -> Result<(String, Stat)> {
+        let once = || self.pending(self.create_req(path, data, opts), dec_path_stat);
+        match once().await {
             Err(Error::NoNode) if opts.makepath => {
                 if let Some(parent) = parent(path) {
                     self.ensure_path(parent).await?;
                 }
-                self.create_once(path, data, opts).await
+                once().await
             }
             other => other,
         }
     }
 
-    /// One create request, no makepath.
-    async fn create_once(
-        &self,
-        path: &str,
-        data: &[u8],
-        opts: &CreateOptions,
-    ) -> Result<(String, Stat)> {
-        let sp = self.server_path(path);
-        let mut f = ops::start_frame(ops::create_opcode(opts.mode), sp.len() + data.len() + 64);
-        ops::write_create(&mut f, &sp, data, &opts.acl, opts.mode);
-        let body = self.call(f, Effect::None).await?;
-        let (p, stat) = ops::read_path_stat(&body)?;
-        Ok((self.user_path(&p), stat))
-    }
-
     /// Creates `path` and any missing parents as empty persistent nodes; succeeds if it exists.
     pub async fn ensure_path(&self, path: &str) -> Result<()> {
         check(path)?;
-        if path == "/" {
-            return Ok(());
-        }
-        // Fast path: it exists already.
-        if self.exists(path).await?.is_some() {
+        if path == "/" || self.exists(path).await?.is_some() {
             return Ok(());
         }
         let mut cur = String::new();
         for seg in path[1..].split('/') {
             cur.push('/');
             cur.push_str(seg);
-            match self.create_once(&cur, b"", &CreateOptions::default()).await {
+            match self.create(&cur, b"", CreateMode::Persistent).await {
                 Ok(_) | Err(Error::NodeExists) => {}
                 Err(e) => return Err(e),
             }
@@ -433,45 +610,35 @@ impl Client {
     }
 
     /// Deletes a node, if `version` matches (None: any version).
-    pub async fn delete(&self, path: &str, version: Option<i32>) -> Result<()> {
-        check(path)?;
-        let mut f = self.path_frame(op::DELETE, path, 4);
-        bytes::BufMut::put_i32(&mut f, version.unwrap_or(-1));
-        self.call(f, Effect::None).await?;
-        Ok(())
+    pub fn delete(&self, path: &str, version: Option<i32>) -> Pending<()> {
+        let req = check(path).map(|_| {
+            let mut f = self.path_frame(op::DELETE, path, 4);
+            f.put_i32(version.unwrap_or(-1));
+            (f, Effect::None)
+        });
+        self.pending(req, dec_unit)
     }
 
-    /// Deletes a node and everything below it (children first). Nodes that vanish meanwhile
-    /// are fine; a node that gains children meanwhile is retried a few times.
+    /// Deletes a node and everything below it (children first, pipelined). Nodes that vanish
+    /// meanwhile are fine; a node that gains children meanwhile is retried a few times.
     pub async fn delete_recursive(&self, path: &str) -> Result<()> {
         check(path)?;
         if path == "/" {
-            return Err(Error::InvalidArgument(
-                "refusing to delete the root recursively".into(),
-            ));
+            return Err(Error::InvalidArgument("refusing to delete the root recursively".into()));
         }
         for _ in 0..5 {
-            // Depth-first listing, then deletes deepest first, pipelined per level.
             let mut levels: Vec<Vec<String>> = vec![vec![path.to_string()]];
             loop {
                 let last = levels.last().expect("non-empty");
                 let mut next = Vec::new();
-                let mut lists = Vec::with_capacity(last.len());
                 for chunk in last.chunks(PIPELINE) {
-                    lists.extend(
-                        join_all(
-                            chunk
-                                .iter()
-                                .map(|p| async move { (p, self.get_children(p).await) }),
-                        )
-                        .await,
-                    );
-                }
-                for (p, r) in lists {
-                    match r {
-                        Ok((children, _)) => next.extend(children.into_iter().map(|c| join(p, &c))),
-                        Err(Error::NoNode) => {}
-                        Err(e) => return Err(e),
+                    let futs: Vec<_> = chunk.iter().map(|p| self.get_children(p).into_future()).collect();
+                    for (p, f) in chunk.iter().zip(futs) {
+                        match f.await {
+                            Ok((children, _)) => next.extend(children.into_iter().map(|c| join(p, &c))),
+                            Err(Error::NoNode) => {}
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
                 if next.is_empty() {
@@ -480,20 +647,19 @@ impl Client {
                 levels.push(next);
             }
             let mut retry = false;
-            for level in levels.iter().rev() {
-                let mut results = Vec::with_capacity(level.len());
+            'levels: for level in levels.iter().rev() {
                 for chunk in level.chunks(PIPELINE) {
-                    results.extend(join_all(chunk.iter().map(|p| self.delete(p, None))).await);
-                }
-                for r in results {
-                    match r {
-                        Ok(()) | Err(Error::NoNode) => {}
-                        Err(Error::NotEmpty) => retry = true,
-                        Err(e) => return Err(e),
+                    let futs: Vec<_> = chunk.iter().map(|p| self.delete(p, None).into_future()).collect();
+                    for f in futs {
+                        match f.await {
+                            Ok(()) | Err(Error::NoNode) => {}
+                            Err(Error::NotEmpty) => retry = true,
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
                 if retry {
-                    break;
+                    break 'levels;
                 }
             }
             if !retry {
@@ -505,260 +671,327 @@ impl Client {
 
     // ---- reads ----
 
+    fn watched_req(&self, opcode: i32, kind: WatchKind, path: &str, sink: Option<WatchSink>) -> Result<(BytesMut, Effect)> {
+        check(path)?;
+        let mut f = self.path_frame(opcode, path, 1);
+        f.put_u8(sink.is_some() as u8);
+        let effect = match sink {
+            Some(sink) => Effect::Watch {
+                kind,
+                path: self.server_path(path),
+                sink,
+            },
+            None => Effect::None,
+        };
+        Ok((f, effect))
+    }
+
+    fn lane_once(&self, f: impl FnOnce(WatchedEvent, CallbackInfo) + Send + 'static) -> WatchSink {
+        WatchSink::LaneOnce {
+            lanes: self.lanes.clone(),
+            f: Box::new(f),
+            alive: None,
+        }
+    }
+
     /// The node's stat, or None if it does not exist.
-    pub async fn exists(&self, path: &str) -> Result<Option<Stat>> {
-        self.exists_inner(path, None).await
+    pub fn exists(&self, path: &str) -> Pending<Option<Stat>> {
+        self.pending(self.watched_req(op::EXISTS, WatchKind::Exist, path, None), dec_exists)
     }
 
     /// As [`Client::exists`], and leaves a watch that fires when the node is created, deleted
     /// or its data changes.
     pub async fn exists_watch(&self, path: &str) -> Result<(Option<Stat>, OneshotWatcher)> {
         let (tx, rx) = oneshot::channel();
-        let s = self.exists_inner(path, Some(WatchSink::Once(tx))).await?;
+        let req = self.watched_req(op::EXISTS, WatchKind::Exist, path, Some(WatchSink::Once(tx)));
+        let s = self.pending(req, dec_exists).await?;
         Ok((s, OneshotWatcher { rx }))
     }
 
-    async fn exists_inner(&self, path: &str, sink: Option<WatchSink>) -> Result<Option<Stat>> {
-        check(path)?;
-        let (effect, w) = self.watch_effect(WatchKind::Exist, path, sink);
-        let mut f = self.path_frame(op::EXISTS, path, 1);
-        bytes::BufMut::put_u8(&mut f, w as u8);
-        match self.call(f, effect).await {
-            Ok(body) => Ok(Some(ops::read_stat(&body)?)),
-            Err(Error::NoNode) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn watch_effect(&self, kind: WatchKind, path: &str, sink: Option<WatchSink>) -> (Effect, bool) {
-        match sink {
-            Some(sink) => (
-                Effect::Watch {
-                    kind,
-                    path: self.server_path(path),
-                    sink,
-                },
-                true,
-            ),
-            None => (Effect::None, false),
-        }
+    /// As [`Client::exists`]; `watcher` runs on the watch lane when the watch fires.
+    pub fn exists_with(
+        &self,
+        path: &str,
+        watcher: impl FnOnce(WatchedEvent, CallbackInfo) + Send + 'static,
+    ) -> Pending<Option<Stat>> {
+        let req = self.watched_req(op::EXISTS, WatchKind::Exist, path, Some(self.lane_once(watcher)));
+        self.pending(req, dec_exists)
     }
 
     /// The node's data and stat.
-    pub async fn get_data(&self, path: &str) -> Result<(Vec<u8>, Stat)> {
-        self.get_data_inner(path, None).await
+    pub fn get_data(&self, path: &str) -> Pending<(Vec<u8>, Stat)> {
+        self.pending(self.watched_req(op::GET_DATA, WatchKind::Data, path, None), dec_data)
     }
 
     /// As [`Client::get_data`], and leaves a watch that fires when the data changes or the
     /// node is deleted.
     pub async fn get_data_watch(&self, path: &str) -> Result<(Vec<u8>, Stat, OneshotWatcher)> {
         let (tx, rx) = oneshot::channel();
-        let (d, s) = self.get_data_inner(path, Some(WatchSink::Once(tx))).await?;
+        let req = self.watched_req(op::GET_DATA, WatchKind::Data, path, Some(WatchSink::Once(tx)));
+        let (d, s) = self.pending(req, dec_data).await?;
         Ok((d, s, OneshotWatcher { rx }))
     }
 
-    async fn get_data_inner(&self, path: &str, sink: Option<WatchSink>) -> Result<(Vec<u8>, Stat)> {
-        check(path)?;
-        let (effect, w) = self.watch_effect(WatchKind::Data, path, sink);
-        let mut f = self.path_frame(op::GET_DATA, path, 1);
-        bytes::BufMut::put_u8(&mut f, w as u8);
-        let body = self.call(f, effect).await?;
-        ops::read_data_stat(&body)
+    /// As [`Client::get_data`]; `watcher` runs on the watch lane when the watch fires.
+    pub fn get_data_with(
+        &self,
+        path: &str,
+        watcher: impl FnOnce(WatchedEvent, CallbackInfo) + Send + 'static,
+    ) -> Pending<(Vec<u8>, Stat)> {
+        let req = self.watched_req(op::GET_DATA, WatchKind::Data, path, Some(self.lane_once(watcher)));
+        self.pending(req, dec_data)
     }
 
     /// The node's children (names, unsorted) and its stat.
-    pub async fn get_children(&self, path: &str) -> Result<(Vec<String>, Stat)> {
-        self.get_children_inner(path, None).await
+    pub fn get_children(&self, path: &str) -> Pending<(Vec<String>, Stat)> {
+        self.pending(self.watched_req(op::GET_CHILDREN2, WatchKind::Child, path, None), dec_children)
     }
 
     /// As [`Client::get_children`], and leaves a watch that fires when a child is added or
     /// removed or the node is deleted.
-    pub async fn get_children_watch(
-        &self,
-        path: &str,
-    ) -> Result<(Vec<String>, Stat, OneshotWatcher)> {
+    pub async fn get_children_watch(&self, path: &str) -> Result<(Vec<String>, Stat, OneshotWatcher)> {
         let (tx, rx) = oneshot::channel();
-        let (c, s) = self
-            .get_children_inner(path, Some(WatchSink::Once(tx)))
-            .await?;
+        let req = self.watched_req(op::GET_CHILDREN2, WatchKind::Child, path, Some(WatchSink::Once(tx)));
+        let (c, s) = self.pending(req, dec_children).await?;
         Ok((c, s, OneshotWatcher { rx }))
     }
 
-    async fn get_children_inner(
+    /// As [`Client::get_children`]; `watcher` runs on the watch lane when the watch fires.
+    pub fn get_children_with(
         &self,
         path: &str,
-        sink: Option<WatchSink>,
-    ) -> Result<(Vec<String>, Stat)> {
-        check(path)?;
-        let (effect, w) = self.watch_effect(WatchKind::Child, path, sink);
-        let mut f = self.path_frame(op::GET_CHILDREN2, path, 1);
-        bytes::BufMut::put_u8(&mut f, w as u8);
-        let body = self.call(f, effect).await?;
-        ops::read_children_stat(&body)
+        watcher: impl FnOnce(WatchedEvent, CallbackInfo) + Send + 'static,
+    ) -> Pending<(Vec<String>, Stat)> {
+        let req = self.watched_req(op::GET_CHILDREN2, WatchKind::Child, path, Some(self.lane_once(watcher)));
+        self.pending(req, dec_children)
     }
 
     /// The number of all descendants of a node (ZooKeeper 3.6+).
-    pub async fn get_all_children_number(&self, path: &str) -> Result<i32> {
-        check(path)?;
-        let body = self
-            .call(
-                self.path_frame(op::GET_ALL_CHILDREN_NUMBER, path, 0),
-                Effect::None,
-            )
-            .await?;
-        ops::read_i32(&body)
+    pub fn get_all_children_number(&self, path: &str) -> Pending<i32> {
+        self.pending(self.path_req(op::GET_ALL_CHILDREN_NUMBER, path), dec_i32)
     }
 
     /// The session's ephemeral nodes whose paths start with `prefix` (`/` for all; 3.6+).
-    pub async fn get_ephemerals(&self, prefix: &str) -> Result<Vec<String>> {
-        if !prefix.starts_with('/') {
-            return Err(Error::InvalidPath {
+    pub fn get_ephemerals(&self, prefix: &str) -> Pending<Vec<String>> {
+        let req = if prefix.starts_with('/') {
+            Ok((self.path_frame(op::GET_EPHEMERALS, prefix, 0), Effect::None))
+        } else {
+            Err(Error::InvalidPath {
                 path: prefix.to_string(),
                 reason: "a path must start with '/'",
-            });
-        }
-        let body = self
-            .call(self.path_frame(op::GET_EPHEMERALS, prefix, 0), Effect::None)
-            .await?;
-        Ok(ops::read_strings(&body)?
-            .iter()
-            .map(|p| self.user_path(p))
-            .collect())
+            })
+        };
+        self.pending(req, dec_paths)
     }
 
     // ---- writes ----
 
     /// Sets a node's data, if `version` matches (None: any version); returns the new stat.
-    pub async fn set_data(&self, path: &str, data: &[u8], version: Option<i32>) -> Result<Stat> {
-        check(path)?;
-        let sp = self.server_path(path);
-        let mut f = ops::start_frame(op::SET_DATA, sp.len() + data.len() + 12);
-        ops::write_set_data(&mut f, &sp, data, version.unwrap_or(-1));
-        let body = self.call(f, Effect::None).await?;
-        ops::read_stat(&body)
+    pub fn set_data(&self, path: &str, data: &[u8], version: Option<i32>) -> Pending<Stat> {
+        let req = check(path).map(|_| {
+            let sp = self.server_path(path);
+            let mut f = ops::start_frame(op::SET_DATA, sp.len() + data.len() + 12);
+            ops::write_set_data(&mut f, &sp, data, version.unwrap_or(-1));
+            (f, Effect::None)
+        });
+        self.pending(req, dec_stat)
     }
 
     /// The node's ACL and stat.
-    pub async fn get_acl(&self, path: &str) -> Result<(Vec<Acl>, Stat)> {
-        check(path)?;
-        let body = self
-            .call(self.path_frame(op::GET_ACL, path, 0), Effect::None)
-            .await?;
-        ops::read_acl_stat(&body)
+    pub fn get_acl(&self, path: &str) -> Pending<(Vec<Acl>, Stat)> {
+        self.pending(self.path_req(op::GET_ACL, path), dec_acl)
     }
 
     /// Sets the node's ACL, if its ACL version matches (None: any).
-    pub async fn set_acl(&self, path: &str, acl: &[Acl], version: Option<i32>) -> Result<Stat> {
-        check(path)?;
-        if acl.is_empty() {
-            return Err(Error::InvalidAcl);
-        }
-        let sp = self.server_path(path);
-        let mut f = ops::start_frame(op::SET_ACL, sp.len() + 64);
-        ops::write_set_acl(&mut f, &sp, acl, version.unwrap_or(-1));
-        let body = self.call(f, Effect::None).await?;
-        ops::read_stat(&body)
+    pub fn set_acl(&self, path: &str, acl: &[Acl], version: Option<i32>) -> Pending<Stat> {
+        let req = check(path).and_then(|_| {
+            if acl.is_empty() {
+                return Err(Error::InvalidAcl);
+            }
+            let sp = self.server_path(path);
+            let mut f = ops::start_frame(op::SET_ACL, sp.len() + 64);
+            ops::write_set_acl(&mut f, &sp, acl, version.unwrap_or(-1));
+            Ok((f, Effect::None))
+        });
+        self.pending(req, dec_stat)
     }
 
     /// Waits until the server this client talks to has caught up with the leader for `path`.
-    pub async fn sync(&self, path: &str) -> Result<()> {
-        check(path)?;
-        let body = self
-            .call(self.path_frame(op::SYNC, path, 0), Effect::None)
-            .await?;
-        ops::read_path(&body)?;
-        Ok(())
+    pub fn sync(&self, path: &str) -> Pending<()> {
+        self.pending(self.path_req(op::SYNC, path), dec_sync)
     }
 
     /// Runs writes atomically: all succeed or none is applied ([`Error::MultiFailed`] then says
     /// which op failed and carries every op's result).
-    pub async fn multi(&self, ops_: &[Op]) -> Result<Vec<OpResult>> {
-        for o in ops_ {
-            match o {
-                Op::Create {
-                    path, mode, acl, ..
-                } => {
-                    validate_path(path, mode.is_sequential())?;
-                    if acl.is_empty() {
-                        return Err(Error::InvalidAcl);
+    pub fn multi(&self, ops_: &[Op]) -> Pending<Vec<OpResult>> {
+        let req = (|| {
+            for o in ops_ {
+                match o {
+                    Op::Create { path, mode, acl, .. } => {
+                        validate_path(path, mode.is_sequential())?;
+                        if acl.is_empty() {
+                            return Err(Error::InvalidAcl);
+                        }
                     }
+                    other => check(other.path())?,
                 }
-                other => check(other.path())?,
             }
-        }
-        let mut f = ops::start_frame(op::MULTI, 64 * ops_.len());
-        multi::write_multi(&mut f, ops_, |p| self.server_path(p));
-        let body = self.call(f, Effect::None).await?;
-        multi::read_multi(&body, |p| self.user_path(p))
+            let mut f = ops::start_frame(op::MULTI, 64 * ops_.len());
+            multi::write_multi(&mut f, ops_, |p| self.server_path(p));
+            Ok((f, Effect::None))
+        })();
+        self.pending(req, dec_multi)
     }
 
     /// Runs several reads in one round trip (ZooKeeper 3.6+). Not atomic: each read succeeds or
     /// fails on its own.
-    pub async fn multi_read(&self, reads: &[ReadOp]) -> Result<Vec<ReadResult>> {
-        for r in reads {
-            match r {
-                ReadOp::GetData(p) | ReadOp::GetChildren(p) => check(p)?,
+    pub fn multi_read(&self, reads: &[ReadOp]) -> Pending<Vec<ReadResult>> {
+        let req = (|| {
+            for r in reads {
+                match r {
+                    ReadOp::GetData(p) | ReadOp::GetChildren(p) => check(p)?,
+                }
             }
-        }
-        let mut f = ops::start_frame(op::MULTI_READ, 32 * reads.len());
-        multi::write_multi_read(&mut f, reads, |p| self.server_path(p));
-        let body = self.call(f, Effect::None).await?;
-        multi::read_multi_read(&body)
+            let mut f = ops::start_frame(op::MULTI_READ, 32 * reads.len());
+            multi::write_multi_read(&mut f, reads, |p| self.server_path(p));
+            Ok((f, Effect::None))
+        })();
+        self.pending(req, dec_multi_read)
     }
 
     // ---- watches ----
 
-    /// Adds a persistent (recursive) watch (ZooKeeper 3.6+). It stays until removed, survives
-    /// reconnects (with a [`EventType::Resync`] event, since the server does not replay missed
-    /// changes), and ends with the session.
-    pub async fn add_watch(&self, path: &str, mode: AddWatchMode) -> Result<PersistentWatcher> {
+    fn add_watch_req(&self, path: &str, mode: AddWatchMode, sink: WatchSink) -> Result<(BytesMut, Effect)> {
         check(path)?;
-        let (tx, rx) = mpsc::unbounded_channel();
         let kind = match mode {
             AddWatchMode::Persistent => WatchKind::Persistent,
             AddWatchMode::PersistentRecursive => WatchKind::PersistentRecursive,
         };
         let mut f = self.path_frame(op::ADD_WATCH, path, 4);
-        bytes::BufMut::put_i32(&mut f, mode.code());
-        let body = self
-            .call(
-                f,
-                Effect::Watch {
-                    kind,
-                    path: self.server_path(path),
-                    sink: WatchSink::Stream(tx),
-                },
-            )
-            .await?;
-        ops::read_empty_or_err(&body)?;
+        f.put_i32(mode.code());
+        Ok((
+            f,
+            Effect::Watch {
+                kind,
+                path: self.server_path(path),
+                sink,
+            },
+        ))
+    }
+
+    /// Adds a persistent (recursive) watch (ZooKeeper 3.6+). It stays until removed, survives
+    /// reconnects (with a [`EventType::Resync`] event, since the server does not replay missed
+    /// changes), and ends with the session.
+    pub async fn add_watch(&self, path: &str, mode: AddWatchMode) -> Result<PersistentWatcher> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let req = self.add_watch_req(path, mode, WatchSink::Stream(tx));
+        self.pending(req, dec_empty_or_err).await?;
         Ok(PersistentWatcher { rx })
+    }
+
+    /// As [`Client::add_watch`]; `watcher` runs on the watch lane for every event until it
+    /// returns false, the watch is removed or the session ends.
+    pub fn add_watch_with(
+        &self,
+        path: &str,
+        mode: AddWatchMode,
+        watcher: impl FnMut(WatchedEvent, CallbackInfo) -> bool + Send + 'static,
+    ) -> Pending<()> {
+        let sink = WatchSink::LaneMany {
+            lanes: self.lanes.clone(),
+            f: Arc::new(std::sync::Mutex::new(watcher)),
+            alive: Arc::new(AtomicBool::new(true)),
+        };
+        self.pending(self.add_watch_req(path, mode, sink), dec_empty_or_err)
     }
 
     /// Removes this session's watches of a type at a path, on the server and here (each
     /// removed watcher hears a *WatchRemoved event). [`Error::NoWatcher`] if there were none.
-    pub async fn remove_watches(&self, path: &str, kind: WatcherType) -> Result<()> {
-        check(path)?;
-        let mut f = self.path_frame(op::REMOVE_WATCHES, path, 4);
-        bytes::BufMut::put_i32(&mut f, kind.code());
-        let effect = Effect::RemoveWatches {
-            path: self.server_path(path),
-            user_path: path.to_string(),
-            watcher_type: kind.code(),
-        };
-        let body = self.call(f, effect).await?;
-        ops::read_empty_or_err(&body)
+    pub fn remove_watches(&self, path: &str, kind: WatcherType) -> Pending<()> {
+        let req = check(path).map(|_| {
+            let mut f = self.path_frame(op::REMOVE_WATCHES, path, 4);
+            f.put_i32(kind.code());
+            let effect = Effect::RemoveWatches {
+                path: self.server_path(path),
+                user_path: path.to_string(),
+                watcher_type: kind.code(),
+            };
+            (f, effect)
+        });
+        self.pending(req, dec_empty_or_err)
     }
 
     /// Whether this session has a watch of the type at the path on the server
     /// ([`Error::NoWatcher`] if not).
-    pub async fn check_watches(&self, path: &str, kind: WatcherType) -> Result<()> {
-        check(path)?;
-        let mut f = self.path_frame(op::CHECK_WATCHES, path, 4);
-        bytes::BufMut::put_i32(&mut f, kind.code());
-        let body = self.call(f, Effect::None).await?;
-        ops::read_empty_or_err(&body)
+    pub fn check_watches(&self, path: &str, kind: WatcherType) -> Pending<()> {
+        let req = check(path).map(|_| {
+            let mut f = self.path_frame(op::CHECK_WATCHES, path, 4);
+            f.put_i32(kind.code());
+            (f, Effect::None)
+        });
+        self.pending(req, dec_empty_or_err)
+    }
+
+    /// A one-shot lane watch whose owner can withdraw it (`alive` false): for the recipes.
+    pub(crate) fn get_data_owned(
+        &self,
+        path: &str,
+        watcher: impl FnOnce(WatchedEvent, CallbackInfo) + Send + 'static,
+        alive: Arc<AtomicBool>,
+    ) -> Pending<(Vec<u8>, Stat)> {
+        let sink = WatchSink::LaneOnce {
+            lanes: self.lanes.clone(),
+            f: Box::new(watcher),
+            alive: Some(alive),
+        };
+        self.pending(self.watched_req(op::GET_DATA, WatchKind::Data, path, Some(sink)), dec_data)
+    }
+
+    /// See [`Client::get_data_owned`].
+    pub(crate) fn exists_owned(
+        &self,
+        path: &str,
+        watcher: impl FnOnce(WatchedEvent, CallbackInfo) + Send + 'static,
+        alive: Arc<AtomicBool>,
+    ) -> Pending<Option<Stat>> {
+        let sink = WatchSink::LaneOnce {
+            lanes: self.lanes.clone(),
+            f: Box::new(watcher),
+            alive: Some(alive),
+        };
+        self.pending(self.watched_req(op::EXISTS, WatchKind::Exist, path, Some(sink)), dec_exists)
+    }
+
+    /// See [`Client::get_data_owned`].
+    pub(crate) fn get_children_owned(
+        &self,
+        path: &str,
+        watcher: impl FnOnce(WatchedEvent, CallbackInfo) + Send + 'static,
+        alive: Arc<AtomicBool>,
+    ) -> Pending<(Vec<String>, Stat)> {
+        let sink = WatchSink::LaneOnce {
+            lanes: self.lanes.clone(),
+            f: Box::new(watcher),
+            alive: Some(alive),
+        };
+        self.pending(self.watched_req(op::GET_CHILDREN2, WatchKind::Child, path, Some(sink)), dec_children)
+    }
+
+    /// Forgets watchers at `path` whose owners are gone, and removes the server's watch of any
+    /// kind left without watchers. Used when a [`crate::DataWatch`] or [`crate::ChildrenWatch`]
+    /// is dropped.
+    pub(crate) fn prune_watches(&self, path: &str) {
+        let _ = self.send(Command::Prune {
+            path: self.server_path(path),
+        });
     }
 }
+
+/// Identifies a state listener added with [`Client::add_listener`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerId(u64);
+
+static NEXT_LISTENER: AtomicU64 = AtomicU64::new(1);
 
 fn parent(path: &str) -> Option<&str> {
     match path.rfind('/') {
@@ -778,31 +1011,6 @@ fn join(parent: &str, child: &str) -> String {
 
 /// How many requests the recursive helpers keep in flight at once.
 const PIPELINE: usize = 256;
-
-/// Runs futures concurrently and collects their outputs in order (a tiny join_all: requests are
-/// pipelined because each future sends its command on first poll). Callers keep the set small.
-async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    let mut futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = (0..futs.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in futs.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().map(|o| o.expect("all ready")).collect()
-}
 
 #[cfg(test)]
 mod tests {

@@ -30,9 +30,11 @@
 
 mod blocking;
 mod client;
+mod dispatch;
 mod error;
 mod path;
 mod proto;
+mod recipe;
 mod rand;
 mod retry;
 mod session;
@@ -48,5 +50,6 @@ pub use proto::records::{
     Acl, AddWatchMode, ClientInfo, CreateMode, EventType, Id, KeeperState, Perms, Stat,
     WatchedEvent, WatcherType,
 };
+pub use recipe::{ChildrenWatch, DataWatch};
 pub use retry::RetryPolicy;
 pub use session::{SessionEvent, SessionState};

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::hosts::{ConnectString, HostPort};
 use super::watches::{WatchKind, WatchRegistry};
-use super::{Command, Effect, Request, SessionConfig, SessionEvent, SessionState, Snapshot};
+use super::{Command, Effect, Listener, ReplySink, Request, SessionConfig, SessionEvent, SessionState, Snapshot};
 use crate::error::{Error, Result};
 use crate::path::Chroot;
 use crate::proto::codec::Reader;
@@ -71,7 +71,7 @@ enum Disconnect {
 }
 
 enum Reply {
-    User(oneshot::Sender<Result<Bytes>>),
+    User(ReplySink),
     Internal,
     Close,
 }
@@ -105,7 +105,9 @@ struct Actor {
     chroot: Chroot,
     rx: mpsc::UnboundedReceiver<Command>,
     snap: watch::Sender<Snapshot>,
-    listeners: Vec<mpsc::UnboundedSender<SessionEvent>>,
+    listeners: Vec<Listener>,
+    /// The stamp of the last event handed out (state change, notification, reply).
+    seq: u64,
     state: SessionState,
     session_id: i64,
     passwd: Vec<u8>,
@@ -139,6 +141,7 @@ impl Actor {
             rx,
             snap,
             listeners: Vec::new(),
+            seq: 0,
             state: SessionState::Lost,
             session_id: 0,
             passwd: vec![0; 16],
@@ -157,6 +160,12 @@ impl Actor {
         }
     }
 
+    /// The next sequence stamp.
+    fn stamp(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
     async fn run(mut self) {
         while !self.closed {
             let Some(est) = self.connect().await else {
@@ -169,15 +178,17 @@ impl Actor {
 
     /// Everything still waiting learns the client is closed.
     fn finish(&mut self) {
-        for r in self.queued.drain(..) {
-            let _ = r.reply.send(Err(Error::Closed));
+        for r in std::mem::take(&mut self.queued) {
+            let seq = self.stamp();
+            r.reply.complete(seq, Err(Error::Closed));
         }
         for a in self.auths.drain(..) {
             if let Some(w) = a.waiter {
                 let _ = w.send(Err(Error::Closed));
             }
         }
-        self.watches.clear(KeeperState::Closed);
+        let seq = self.stamp();
+        self.watches.clear(seq, KeeperState::Closed);
         self.set_state(SessionState::Closed, KeeperState::Closed);
         for w in self.close_waiters.drain(..) {
             let _ = w.send(());
@@ -192,15 +203,20 @@ impl Actor {
     fn refuse(&mut self, cmd: Command) {
         match cmd {
             Command::Request(r) => {
-                let _ = r.reply.send(Err(Error::Closed));
+                let seq = self.stamp();
+                r.reply.complete(seq, Err(Error::Closed));
             }
             Command::AddAuth { reply, .. } => {
                 let _ = reply.send(Err(Error::Closed));
             }
             Command::Listen(l) => {
-                let _ = l.send(self.event(SessionState::Closed, KeeperState::Closed));
+                let seq = self.stamp();
+                l.tell(seq, &self.event(SessionState::Closed, KeeperState::Closed));
             }
-            Command::Close(w) => self.close_waiters.push(w),
+            Command::Unlisten(_) | Command::Prune { .. } => {}
+            Command::Close(w) => {
+                let _ = w.send(());
+            }
         }
     }
 
@@ -229,13 +245,35 @@ impl Actor {
         self.state = state;
         self.publish();
         let ev = self.event(state, keeper_state);
-        self.listeners.retain(|l| l.send(ev.clone()).is_ok());
+        let seq = self.stamp();
+        self.listeners.retain(|l| l.tell(seq, &ev));
+    }
+
+    /// A new listener: it hears the current state first, then every change.
+    fn listen(&mut self, l: Listener) -> bool {
+        let ks = match self.state {
+            SessionState::Connected => KeeperState::SyncConnected,
+            SessionState::ConnectedReadOnly => KeeperState::ConnectedReadOnly,
+            SessionState::Suspended => KeeperState::Disconnected,
+            SessionState::Lost => KeeperState::Expired,
+            SessionState::Closed => KeeperState::Closed,
+        };
+        let seq = self.stamp();
+        if l.tell(seq, &self.event(self.state, ks)) {
+            self.listeners.push(l);
+        }
+        true
+    }
+
+    fn unlisten(&mut self, id: crate::client::ListenerId) {
+        self.listeners.retain(|l| !matches!(l, Listener::Lane { id: i, .. } if *i == id));
     }
 
     /// Tells listeners of a raw state that is not a state change (auth failure).
     fn tell(&mut self, keeper_state: KeeperState) {
         let ev = self.event(self.state, keeper_state);
-        self.listeners.retain(|l| l.send(ev.clone()).is_ok());
+        let seq = self.stamp();
+        self.listeners.retain(|l| l.tell(seq, &ev));
     }
 
     /// The session is gone: queued requests fail, watchers hear it, a new session follows.
@@ -244,10 +282,12 @@ impl Actor {
             session_id = format_args!("{:#x}", self.session_id),
             "session expired: {why}"
         );
-        for r in self.queued.drain(..) {
-            let _ = r.reply.send(Err(Error::SessionExpired));
+        for r in std::mem::take(&mut self.queued) {
+            let seq = self.stamp();
+            r.reply.complete(seq, Err(Error::SessionExpired));
         }
-        self.watches.clear(KeeperState::Expired);
+        let seq = self.stamp();
+        self.watches.clear(seq, KeeperState::Expired);
         self.set_state(SessionState::Lost, KeeperState::Expired);
         self.session_id = 0;
         self.passwd = vec![0; 16];
@@ -266,7 +306,8 @@ impl Actor {
             }
             Some(Command::Request(r)) => {
                 if self.queued.len() >= self.cfg.max_queued {
-                    let _ = r.reply.send(Err(Error::QueueFull(self.cfg.max_queued)));
+                    let seq = self.stamp();
+                    r.reply.complete(seq, Err(Error::QueueFull(self.cfg.max_queued)));
                 } else {
                     self.queued.push_back(r);
                 }
@@ -280,8 +321,14 @@ impl Actor {
                 self.push_auth(scheme, auth, Some(reply));
                 true
             }
-            Some(Command::Listen(l)) => {
-                self.listeners.push(l);
+            Some(Command::Listen(l)) => self.listen(l),
+            Some(Command::Unlisten(id)) => {
+                self.unlisten(id);
+                true
+            }
+            Some(Command::Prune { path }) => {
+                // Offline: forget dead watchers now; the restore will not include them.
+                self.watches.prune(&path);
                 true
             }
             Some(Command::Close(w)) => {
@@ -502,7 +549,8 @@ impl Actor {
         self.set_state(state, ks);
         if had_watches {
             let chroot = self.chroot.clone();
-            self.watches.resync(|p| chroot.strip(p).to_string());
+            let seq = self.stamp();
+            self.watches.resync(seq, |p| chroot.strip(p).to_string());
         }
 
         let mut probe: Option<Probe> = if resp.read_only {
@@ -538,8 +586,9 @@ impl Actor {
         };
         for p in inflight.drain(..) {
             match p.reply {
-                Reply::User(tx) => {
-                    let _ = tx.send(Err(in_flight_err.clone()));
+                Reply::User(sink) => {
+                    let seq = self.stamp();
+                    sink.complete(seq, Err(in_flight_err.clone()));
                 }
                 Reply::Internal | Reply::Close => {}
             }
@@ -614,7 +663,8 @@ impl Actor {
                                 break;
                             }
                             Some(Command::Request(r)) if closing_since.is_some() => {
-                                let _ = r.reply.send(Err(Error::Closed));
+                                let seq = self.stamp();
+                                r.reply.complete(seq, Err(Error::Closed));
                             }
                             Some(Command::Request(r)) => self.write_request(r, wbuf, inflight),
                             Some(Command::AddAuth { scheme, auth, reply }) => {
@@ -624,11 +674,15 @@ impl Actor {
                                 Self::write_auth(a, wbuf, auth_inflight);
                             }
                             Some(Command::Listen(l)) => {
-                                let _ = l.send(self.event(self.state, match self.state {
-                                    SessionState::ConnectedReadOnly => KeeperState::ConnectedReadOnly,
-                                    _ => KeeperState::SyncConnected,
-                                }));
-                                self.listeners.push(l);
+                                self.listen(l);
+                            }
+                            Some(Command::Unlisten(id)) => self.unlisten(id),
+                            Some(Command::Prune { path }) => {
+                                for code in self.watches.prune(&path) {
+                                    let mut f = ops::start_frame(op::REMOVE_WATCHES, path.len() + 8);
+                                    ops::write_path_version(&mut f, &path, code);
+                                    self.write_internal(f, Reply::Internal, wbuf, inflight);
+                                }
                             }
                             Some(Command::Close(w)) => {
                                 self.close_waiters.push(w);
@@ -695,7 +749,8 @@ impl Actor {
                     path: self.chroot.strip(&path).to_string(),
                     zxid: h.zxid,
                 };
-                let emptied = self.watches.dispatch(&path, ev);
+                let seq = self.stamp();
+                let emptied = self.watches.dispatch(seq, &path, ev);
                 for (kind, p) in emptied {
                     // Nobody listens any more: remove the watch on the server too.
                     let mut f = ops::start_frame(op::REMOVE_WATCHES, p.len() + 8);
@@ -756,15 +811,16 @@ impl Actor {
                 if h.zxid > 0 && h.zxid > self.last_zxid {
                     self.last_zxid = h.zxid;
                 }
-                self.apply_effect(p.effect, h.err);
+                let seq = self.stamp();
+                self.apply_effect(seq, p.effect, h.err);
                 match p.reply {
-                    Reply::User(tx) => {
+                    Reply::User(sink) => {
                         let res = if h.err == 0 {
                             Ok(frame.split_off(REPLY_HEADER_LEN).freeze())
                         } else {
                             Err(Error::from_code(h.err))
                         };
-                        let _ = tx.send(res);
+                        sink.complete(seq, res);
                     }
                     Reply::Internal => {
                         if h.err != 0 {
@@ -782,7 +838,7 @@ impl Actor {
         Ok(())
     }
 
-    fn apply_effect(&mut self, effect: Effect, err: i32) {
+    fn apply_effect(&mut self, seq: u64, effect: Effect, err: i32) {
         match effect {
             Effect::None => {}
             Effect::Watch { kind, path, sink } => {
@@ -802,7 +858,7 @@ impl Actor {
                 watcher_type,
             } => {
                 if err == 0 {
-                    self.watches.remove(&path, watcher_type, &user_path);
+                    self.watches.remove(seq, &path, watcher_type, &user_path);
                 }
             }
         }

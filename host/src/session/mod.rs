@@ -17,6 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 pub(crate) use actor::spawn;
 use watches::{WatchKind, WatchSink};
 
+use crate::client::ListenerId;
+use crate::dispatch::{CallbackInfo, LaneKind, Lanes};
 use crate::error::Result;
 use crate::proto::records::KeeperState;
 
@@ -31,8 +33,13 @@ pub(crate) enum Command {
         auth: Vec<u8>,
         reply: oneshot::Sender<Result<()>>,
     },
-    /// Hear every session state change from now on.
-    Listen(mpsc::UnboundedSender<SessionEvent>),
+    /// Hear every session state change from now on (first the current state).
+    Listen(Listener),
+    /// Stop telling a lane listener.
+    Unlisten(ListenerId),
+    /// Drop watchers at a (server) path whose owners are gone; remove emptied watches on the
+    /// server.
+    Prune { path: String },
     /// Close the session and stop.
     Close(oneshot::Sender<()>),
 }
@@ -43,9 +50,79 @@ pub(crate) struct Request {
     /// A frame from `proto::ops::start_frame`, complete but for its length and xid.
     pub frame: BytesMut,
     /// Where the reply body (after the header) or error goes.
-    pub reply: oneshot::Sender<Result<Bytes>>,
+    pub reply: ReplySink,
     /// What the session does to its watch registry when the reply arrives.
     pub effect: Effect,
+}
+
+/// Where a request's outcome goes.
+pub(crate) enum ReplySink {
+    /// To an awaiting future.
+    Oneshot(oneshot::Sender<Result<Bytes>>),
+    /// To a callback on the completion lane.
+    Lane {
+        lanes: Lanes,
+        job: Box<dyn FnOnce(Result<Bytes>, CallbackInfo) + Send>,
+    },
+}
+
+impl std::fmt::Debug for ReplySink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplySink::Oneshot(_) => f.write_str("Oneshot"),
+            ReplySink::Lane { lanes, .. } => write!(f, "Lane({})", lanes.name()),
+        }
+    }
+}
+
+impl ReplySink {
+    /// Delivers the outcome (exactly once: it consumes the sink). `seq` is the actor's stamp.
+    pub(crate) fn complete(self, seq: u64, res: Result<Bytes>) {
+        match self {
+            ReplySink::Oneshot(tx) => {
+                let _ = tx.send(res);
+            }
+            ReplySink::Lane { lanes, job } => {
+                lanes.submit(LaneKind::Completion, seq, "completion", Box::new(move |info| job(res, info)))
+            }
+        }
+    }
+}
+
+/// Who hears session state changes.
+pub(crate) enum Listener {
+    /// A stream ([`crate::StateEvents`]).
+    Channel(mpsc::UnboundedSender<SessionEvent>),
+    /// A callback on a session lane.
+    Lane {
+        id: ListenerId,
+        lanes: Lanes,
+        f: std::sync::Arc<dyn Fn(SessionEvent, CallbackInfo) + Send + Sync>,
+    },
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listener::Channel(_) => f.write_str("Channel"),
+            Listener::Lane { id, .. } => write!(f, "Lane({id:?})"),
+        }
+    }
+}
+
+impl Listener {
+    /// Tells the listener; false when it is gone.
+    pub(crate) fn tell(&self, seq: u64, ev: &SessionEvent) -> bool {
+        match self {
+            Listener::Channel(tx) => tx.send(ev.clone()).is_ok(),
+            Listener::Lane { lanes, f, .. } => {
+                let f = f.clone();
+                let ev = ev.clone();
+                lanes.submit(LaneKind::Session, seq, "session", Box::new(move |info| f(ev, info)));
+                true
+            }
+        }
+    }
 }
 
 /// A request's side effect on the session's watch registry, applied when its reply arrives.

@@ -5,34 +5,95 @@
 //! removed or until every watcher has gone away.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
+
+use crate::dispatch::{CallbackInfo, LaneKind, Lanes};
 
 use crate::proto::ops::SetWatches;
 use crate::proto::records::{EventType, KeeperState, WatchedEvent};
 
+/// A persistent lane callback; false from it stops the watcher.
+pub(crate) type ManyFn = Arc<Mutex<dyn FnMut(WatchedEvent, CallbackInfo) -> bool + Send>>;
+
 /// Where a watch's events go.
-#[derive(Debug)]
 pub(crate) enum WatchSink {
     /// A one-shot watcher: one event, then done.
     Once(oneshot::Sender<WatchedEvent>),
     /// A stream of events (persistent watches).
     Stream(mpsc::UnboundedSender<WatchedEvent>),
+    /// A one-shot callback on a watch lane. `alive` (when set) says whether its owner still
+    /// wants it.
+    LaneOnce {
+        lanes: Lanes,
+        f: Box<dyn FnOnce(WatchedEvent, CallbackInfo) + Send>,
+        alive: Option<Arc<AtomicBool>>,
+    },
+    /// A persistent callback on a watch lane, until it returns false.
+    LaneMany {
+        lanes: Lanes,
+        f: ManyFn,
+        alive: Arc<AtomicBool>,
+    },
+    /// A sink that already delivered its one event.
+    Spent,
+}
+
+impl std::fmt::Debug for WatchSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WatchSink::Once(_) => "Once",
+            WatchSink::Stream(_) => "Stream",
+            WatchSink::LaneOnce { .. } => "LaneOnce",
+            WatchSink::LaneMany { .. } => "LaneMany",
+            WatchSink::Spent => "Spent",
+        })
+    }
 }
 
 impl WatchSink {
-    /// Delivers an event; false when the receiver is gone.
-    fn send(&mut self, ev: WatchedEvent) -> bool {
-        match self {
-            WatchSink::Once(_) => {
-                let WatchSink::Once(tx) =
-                    std::mem::replace(self, WatchSink::Stream(closed_stream()))
-                else {
-                    unreachable!("matched Once above")
-                };
-                tx.send(ev).is_ok()
+    /// Delivers an event stamped `seq`; false when the watcher is gone (or was one-shot).
+    fn send(&mut self, seq: u64, ev: WatchedEvent) -> bool {
+        match std::mem::replace(self, WatchSink::Spent) {
+            WatchSink::Once(tx) => {
+                let _ = tx.send(ev);
+                false
             }
-            WatchSink::Stream(tx) => tx.send(ev).is_ok(),
+            WatchSink::LaneOnce { lanes, f, alive } => {
+                if alive.is_none_or(|a| a.load(Ordering::Relaxed)) {
+                    lanes.submit(LaneKind::Watch, seq, "watch", Box::new(move |info| f(ev, info)));
+                }
+                false
+            }
+            WatchSink::Stream(tx) => {
+                let ok = tx.send(ev).is_ok();
+                *self = WatchSink::Stream(tx);
+                ok
+            }
+            WatchSink::LaneMany { lanes, f, alive } => {
+                if !alive.load(Ordering::Relaxed) {
+                    return false;
+                }
+                let (f2, alive2) = (f.clone(), alive.clone());
+                lanes.submit(
+                    LaneKind::Watch,
+                    seq,
+                    "watch",
+                    Box::new(move |info| {
+                        if alive2.load(Ordering::Relaxed) {
+                            let keep = (f2.lock().unwrap_or_else(|p| p.into_inner()))(ev, info);
+                            if !keep {
+                                alive2.store(false, Ordering::Relaxed);
+                            }
+                        }
+                    }),
+                );
+                *self = WatchSink::LaneMany { lanes, f, alive };
+                true
+            }
+            WatchSink::Spent => false,
         }
     }
 
@@ -40,12 +101,11 @@ impl WatchSink {
         match self {
             WatchSink::Once(tx) => tx.is_closed(),
             WatchSink::Stream(tx) => tx.is_closed(),
+            WatchSink::LaneOnce { alive, .. } => alive.as_ref().is_some_and(|a| !a.load(Ordering::Relaxed)),
+            WatchSink::LaneMany { alive, .. } => !alive.load(Ordering::Relaxed),
+            WatchSink::Spent => true,
         }
     }
-}
-
-fn closed_stream() -> mpsc::UnboundedSender<WatchedEvent> {
-    mpsc::unbounded_channel().0
 }
 
 /// The kinds of watch the client keeps, as the server distinguishes them.
@@ -88,6 +148,7 @@ impl WatchRegistry {
     /// removes on the server.
     pub(crate) fn dispatch(
         &mut self,
+        seq: u64,
         server_path: &str,
         ev: WatchedEvent,
     ) -> Vec<(WatchKind, String)> {
@@ -108,11 +169,11 @@ impl WatchRegistry {
             _ => {}
         }
         for mut s in once {
-            s.send(ev.clone());
+            s.send(seq, ev.clone());
         }
         let mut emptied = Vec::new();
         if let Some(list) = self.persistent.get_mut(server_path) {
-            list.retain_mut(|s| s.send(ev.clone()));
+            list.retain_mut(|s| s.send(seq, ev.clone()));
             if list.is_empty() {
                 self.persistent.remove(server_path);
                 emptied.push((WatchKind::Persistent, server_path.to_string()));
@@ -121,7 +182,7 @@ impl WatchRegistry {
         if ev.event_type != EventType::NodeChildrenChanged && !self.recursive.is_empty() {
             for prefix in ancestors_and_self(server_path) {
                 if let Some(list) = self.recursive.get_mut(prefix) {
-                    list.retain_mut(|s| s.send(ev.clone()));
+                    list.retain_mut(|s| s.send(seq, ev.clone()));
                     if list.is_empty() {
                         self.recursive.remove(prefix);
                         emptied.push((WatchKind::PersistentRecursive, prefix.to_string()));
@@ -134,7 +195,7 @@ impl WatchRegistry {
 
     /// Removes every watcher of the kinds `remove_watches` named (a [`crate::WatcherType`] code)
     /// at a path, telling each one with a *WatchRemoved event.
-    pub(crate) fn remove(&mut self, server_path: &str, watcher_type: i32, user_path: &str) {
+    pub(crate) fn remove(&mut self, seq: u64, server_path: &str, watcher_type: i32, user_path: &str) {
         let kinds: &[(WatchKind, EventType)] = match watcher_type {
             1 => &[(WatchKind::Child, EventType::ChildWatchRemoved)],
             2 => &[
@@ -160,7 +221,7 @@ impl WatchRegistry {
         };
         for (kind, ev_type) in kinds {
             for mut s in self.map(*kind).remove(server_path).unwrap_or_default() {
-                s.send(WatchedEvent {
+                s.send(seq, WatchedEvent {
                     event_type: *ev_type,
                     keeper_state: KeeperState::SyncConnected,
                     path: user_path.to_string(),
@@ -196,7 +257,7 @@ impl WatchRegistry {
     }
 
     /// After a reconnect: tells every persistent watcher that events may have been missed.
-    pub(crate) fn resync(&mut self, strip: impl Fn(&str) -> String) {
+    pub(crate) fn resync(&mut self, seq: u64, strip: impl Fn(&str) -> String) {
         for (path, list) in self.persistent.iter_mut().chain(self.recursive.iter_mut()) {
             let ev = WatchedEvent {
                 event_type: EventType::Resync,
@@ -204,12 +265,12 @@ impl WatchRegistry {
                 path: strip(path),
                 zxid: -1,
             };
-            list.retain_mut(|s| s.send(ev.clone()));
+            list.retain_mut(|s| s.send(seq, ev.clone()));
         }
     }
 
     /// The session is gone (expired or closed): every watcher hears it, then all are dropped.
-    pub(crate) fn clear(&mut self, state: KeeperState) {
+    pub(crate) fn clear(&mut self, seq: u64, state: KeeperState) {
         let ev = WatchedEvent {
             event_type: EventType::None,
             keeper_state: state,
@@ -225,10 +286,45 @@ impl WatchRegistry {
         ] {
             for (_, list) in m.drain() {
                 for mut s in list {
-                    s.send(ev.clone());
+                    s.send(seq, ev.clone());
                 }
             }
         }
+    }
+
+    /// Drops watchers at `path` whose owners are gone. Returns the watcher types (as
+    /// `remove_watches` codes) left with no watcher, whose server watch should be removed.
+    pub(crate) fn prune(&mut self, path: &str) -> Vec<i32> {
+        let mut emptied = Vec::new();
+        let prune = |m: &mut HashMap<String, Vec<WatchSink>>| -> bool {
+            match m.get_mut(path) {
+                Some(list) => {
+                    list.retain(|s| !s.is_closed());
+                    if list.is_empty() {
+                        m.remove(path);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                None => false,
+            }
+        };
+        let data_gone = prune(&mut self.data);
+        let exist_gone = prune(&mut self.exist);
+        if (data_gone || exist_gone) && !self.data.contains_key(path) && !self.exist.contains_key(path) {
+            emptied.push(2);
+        }
+        if prune(&mut self.child) {
+            emptied.push(1);
+        }
+        if prune(&mut self.persistent) {
+            emptied.push(4);
+        }
+        if prune(&mut self.recursive) {
+            emptied.push(5);
+        }
+        emptied
     }
 
     /// Whether a watch of this kind is registered at the path.
@@ -287,7 +383,7 @@ mod tests {
         r.add(WatchKind::Data, "/a".into(), WatchSink::Once(t1));
         r.add(WatchKind::Child, "/a".into(), WatchSink::Once(t2));
         r.add(WatchKind::Exist, "/b".into(), WatchSink::Once(t3));
-        r.dispatch("/a", ev(EventType::NodeDataChanged, "/a"));
+        r.dispatch(1, "/a", ev(EventType::NodeDataChanged, "/a"));
         assert_eq!(
             r1.try_recv().unwrap().event_type,
             EventType::NodeDataChanged
@@ -297,9 +393,9 @@ mod tests {
             "child watch must not fire on a data change"
         );
         assert!(!r.has(WatchKind::Data, "/a"));
-        r.dispatch("/a", ev(EventType::NodeDeleted, "/a"));
+        r.dispatch(1, "/a", ev(EventType::NodeDeleted, "/a"));
         assert_eq!(r2.try_recv().unwrap().event_type, EventType::NodeDeleted);
-        r.dispatch("/b", ev(EventType::NodeCreated, "/b"));
+        r.dispatch(1, "/b", ev(EventType::NodeCreated, "/b"));
         assert_eq!(r3.try_recv().unwrap().event_type, EventType::NodeCreated);
         assert!(r.to_restore().is_empty());
     }
@@ -313,16 +409,16 @@ mod tests {
             "/a".into(),
             WatchSink::Stream(tx),
         );
-        r.dispatch("/a/b/c", ev(EventType::NodeCreated, "/a/b/c"));
-        r.dispatch("/a", ev(EventType::NodeChildrenChanged, "/a"));
-        r.dispatch("/ab", ev(EventType::NodeCreated, "/ab"));
+        r.dispatch(1, "/a/b/c", ev(EventType::NodeCreated, "/a/b/c"));
+        r.dispatch(1, "/a", ev(EventType::NodeChildrenChanged, "/a"));
+        r.dispatch(1, "/ab", ev(EventType::NodeCreated, "/ab"));
         assert_eq!(rx.try_recv().unwrap().path, "/a/b/c");
         assert!(rx.try_recv().is_err());
         assert!(r.has(WatchKind::PersistentRecursive, "/a"));
-        r.resync(|p| p.to_string());
+        r.resync(1, |p| p.to_string());
         assert_eq!(rx.try_recv().unwrap().event_type, EventType::Resync);
         drop(rx);
-        let emptied = r.dispatch("/a/x", ev(EventType::NodeDeleted, "/a/x"));
+        let emptied = r.dispatch(1, "/a/x", ev(EventType::NodeDeleted, "/a/x"));
         assert_eq!(
             emptied,
             vec![(WatchKind::PersistentRecursive, "/a".to_string())]
@@ -339,7 +435,7 @@ mod tests {
         drop(r2);
         let sw = r.to_restore();
         assert_eq!(sw.data, vec!["/live".to_string()]);
-        r.clear(KeeperState::Expired);
+        r.clear(1, KeeperState::Expired);
         assert_eq!(
             r1.blocking_recv().unwrap().keeper_state,
             KeeperState::Expired
