@@ -24,7 +24,8 @@ use crate::proto::records::{
 use crate::session::hosts::ConnectString;
 use crate::session::watches::{WatchKind, WatchSink};
 use crate::session::{
-    self, Command, Effect, Listener, ReplySink, Request, SessionConfig, SessionEvent, SessionState, Snapshot,
+    self, Command, Effect, Listener, ReplySink, Request, SessionConfig, SessionEvent, SessionState,
+    Snapshot,
 };
 
 /// Configures and connects a [`Client`].
@@ -274,7 +275,9 @@ pub struct Pending<T> {
 
 impl<T> std::fmt::Debug for Pending<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending").field("valid", &self.req.is_ok()).finish_non_exhaustive()
+        f.debug_struct("Pending")
+            .field("valid", &self.req.is_ok())
+            .finish_non_exhaustive()
     }
 }
 
@@ -301,7 +304,8 @@ impl<T> IntoFuture for Pending<T> {
     fn into_future(self) -> PendingFuture<T> {
         let rx = self.req.and_then(|(frame, effect)| {
             let (tx, rx) = oneshot::channel();
-            self.client.send_request(frame, effect, ReplySink::Oneshot(tx))?;
+            self.client
+                .send_request(frame, effect, ReplySink::Oneshot(tx))?;
             Ok(rx)
         });
         PendingFuture {
@@ -382,7 +386,10 @@ fn dec_i32(_: &Chroot, r: Result<Bytes>) -> Result<i32> {
     ops::read_i32(&r?)
 }
 fn dec_paths(c: &Chroot, r: Result<Bytes>) -> Result<Vec<String>> {
-    Ok(ops::read_strings(&r?)?.iter().map(|p| c.strip(p).to_string()).collect())
+    Ok(ops::read_strings(&r?)?
+        .iter()
+        .map(|p| c.strip(p).to_string())
+        .collect())
 }
 fn dec_acl(_: &Chroot, r: Result<Bytes>) -> Result<(Vec<Acl>, Stat)> {
     ops::read_acl_stat(&r?)
@@ -438,7 +445,11 @@ impl Client {
     fn send_request(&self, frame: BytesMut, effect: Effect, reply: ReplySink) -> Result<()> {
         self.inner
             .tx
-            .send(Command::Request(Request { frame, reply, effect }))
+            .send(Command::Request(Request {
+                frame,
+                reply,
+                effect,
+            }))
             .map_err(|e| match e.0 {
                 Command::Request(r) => {
                     // The session is gone; a lane callback still runs, exactly once.
@@ -496,7 +507,10 @@ impl Client {
     /// state).
     pub fn state_events(&self) -> StateEvents {
         let (tx, rx) = mpsc::unbounded_channel();
-        if self.send(Command::Listen(Listener::Channel(tx.clone()))).is_err() {
+        if self
+            .send(Command::Listen(Listener::Channel(tx.clone())))
+            .is_err()
+        {
             let _ = tx.send(SessionEvent {
                 state: SessionState::Closed,
                 keeper_state: KeeperState::Closed,
@@ -509,7 +523,10 @@ impl Client {
     /// Adds a state listener: `f` runs on the session lane for the current state, then for
     /// every change. It may call ZooKeeper (blocking or async) without risk of deadlock: the
     /// session actor never waits for it.
-    pub fn add_listener(&self, f: impl Fn(SessionEvent, CallbackInfo) + Send + Sync + 'static) -> ListenerId {
+    pub fn add_listener(
+        &self,
+        f: impl Fn(SessionEvent, CallbackInfo) + Send + Sync + 'static,
+    ) -> ListenerId {
         let id = ListenerId(NEXT_LISTENER.fetch_add(1, Ordering::Relaxed));
         let _ = self.send(Command::Listen(Listener::Lane {
             id,
@@ -547,7 +564,10 @@ impl Client {
 
     /// The identities the server associates with this session (ZooKeeper 3.7+).
     pub fn whoami(&self) -> Pending<Vec<ClientInfo>> {
-        self.pending(Ok((ops::start_frame(op::WHO_AM_I, 0), Effect::None)), dec_whoami)
+        self.pending(
+            Ok((ops::start_frame(op::WHO_AM_I, 0), Effect::None)),
+            dec_whoami,
+        )
     }
 
     // ---- create / delete ----
@@ -561,14 +581,21 @@ impl Client {
         self.pending(self.create_req(path, data, &opts), dec_path)
     }
 
-    fn create_req(&self, path: &str, data: &[u8], opts: &CreateOptions) -> Result<(BytesMut, Effect)> {
+    fn create_req(
+        &self,
+        path: &str,
+        data: &[u8],
+        opts: &CreateOptions,
+    ) -> Result<(BytesMut, Effect)> {
         validate_path(path, opts.mode.is_sequential())?;
         if opts.acl.is_empty() {
             return Err(Error::InvalidAcl);
         }
         if let Some(ttl) = opts.mode.ttl() {
             if ttl <= 0 {
-                return Err(Error::InvalidArgument(format!("a TTL must be positive, got {ttl}")));
+                return Err(Error::InvalidArgument(format!(
+                    "a TTL must be positive, got {ttl}"
+                )));
             }
         }
         let sp = self.server_path(path);
@@ -578,7 +605,12 @@ impl Client {
     }
 
     /// Creates a node with options (mode, ACL, makepath); returns its path and stat.
-    pub async fn create_with(&self, path: &str, data: &[u8], opts: &CreateOptions) -> Result<(String, Stat)> {
+    pub async fn create_with(
+        &self,
+        path: &str,
+        data: &[u8],
+        opts: &CreateOptions,
+    ) -> Result<(String, Stat)> {
         let once = || self.pending(self.create_req(path, data, opts), dec_path_stat);
         match once().await {
             Err(Error::NoNode) if opts.makepath => {
@@ -624,7 +656,9 @@ impl Client {
     pub async fn delete_recursive(&self, path: &str) -> Result<()> {
         check(path)?;
         if path == "/" {
-            return Err(Error::InvalidArgument("refusing to delete the root recursively".into()));
+            return Err(Error::InvalidArgument(
+                "refusing to delete the root recursively".into(),
+            ));
         }
         for _ in 0..5 {
             let mut levels: Vec<Vec<String>> = vec![vec![path.to_string()]];
@@ -632,10 +666,15 @@ impl Client {
                 let last = levels.last().expect("non-empty");
                 let mut next = Vec::new();
                 for chunk in last.chunks(PIPELINE) {
-                    let futs: Vec<_> = chunk.iter().map(|p| self.get_children(p).into_future()).collect();
+                    let futs: Vec<_> = chunk
+                        .iter()
+                        .map(|p| self.get_children(p).into_future())
+                        .collect();
                     for (p, f) in chunk.iter().zip(futs) {
                         match f.await {
-                            Ok((children, _)) => next.extend(children.into_iter().map(|c| join(p, &c))),
+                            Ok((children, _)) => {
+                                next.extend(children.into_iter().map(|c| join(p, &c)))
+                            }
                             Err(Error::NoNode) => {}
                             Err(e) => return Err(e),
                         }
@@ -649,7 +688,10 @@ impl Client {
             let mut retry = false;
             'levels: for level in levels.iter().rev() {
                 for chunk in level.chunks(PIPELINE) {
-                    let futs: Vec<_> = chunk.iter().map(|p| self.delete(p, None).into_future()).collect();
+                    let futs: Vec<_> = chunk
+                        .iter()
+                        .map(|p| self.delete(p, None).into_future())
+                        .collect();
                     for f in futs {
                         match f.await {
                             Ok(()) | Err(Error::NoNode) => {}
@@ -671,7 +713,13 @@ impl Client {
 
     // ---- reads ----
 
-    fn watched_req(&self, opcode: i32, kind: WatchKind, path: &str, sink: Option<WatchSink>) -> Result<(BytesMut, Effect)> {
+    fn watched_req(
+        &self,
+        opcode: i32,
+        kind: WatchKind,
+        path: &str,
+        sink: Option<WatchSink>,
+    ) -> Result<(BytesMut, Effect)> {
         check(path)?;
         let mut f = self.path_frame(opcode, path, 1);
         f.put_u8(sink.is_some() as u8);
@@ -696,14 +744,22 @@ impl Client {
 
     /// The node's stat, or None if it does not exist.
     pub fn exists(&self, path: &str) -> Pending<Option<Stat>> {
-        self.pending(self.watched_req(op::EXISTS, WatchKind::Exist, path, None), dec_exists)
+        self.pending(
+            self.watched_req(op::EXISTS, WatchKind::Exist, path, None),
+            dec_exists,
+        )
     }
 
     /// As [`Client::exists`], and leaves a watch that fires when the node is created, deleted
     /// or its data changes.
     pub async fn exists_watch(&self, path: &str) -> Result<(Option<Stat>, OneshotWatcher)> {
         let (tx, rx) = oneshot::channel();
-        let req = self.watched_req(op::EXISTS, WatchKind::Exist, path, Some(WatchSink::Once(tx)));
+        let req = self.watched_req(
+            op::EXISTS,
+            WatchKind::Exist,
+            path,
+            Some(WatchSink::Once(tx)),
+        );
         let s = self.pending(req, dec_exists).await?;
         Ok((s, OneshotWatcher { rx }))
     }
@@ -714,20 +770,33 @@ impl Client {
         path: &str,
         watcher: impl FnOnce(WatchedEvent, CallbackInfo) + Send + 'static,
     ) -> Pending<Option<Stat>> {
-        let req = self.watched_req(op::EXISTS, WatchKind::Exist, path, Some(self.lane_once(watcher)));
+        let req = self.watched_req(
+            op::EXISTS,
+            WatchKind::Exist,
+            path,
+            Some(self.lane_once(watcher)),
+        );
         self.pending(req, dec_exists)
     }
 
     /// The node's data and stat.
     pub fn get_data(&self, path: &str) -> Pending<(Vec<u8>, Stat)> {
-        self.pending(self.watched_req(op::GET_DATA, WatchKind::Data, path, None), dec_data)
+        self.pending(
+            self.watched_req(op::GET_DATA, WatchKind::Data, path, None),
+            dec_data,
+        )
     }
 
     /// As [`Client::get_data`], and leaves a watch that fires when the data changes or the
     /// node is deleted.
     pub async fn get_data_watch(&self, path: &str) -> Result<(Vec<u8>, Stat, OneshotWatcher)> {
         let (tx, rx) = oneshot::channel();
-        let req = self.watched_req(op::GET_DATA, WatchKind::Data, path, Some(WatchSink::Once(tx)));
+        let req = self.watched_req(
+            op::GET_DATA,
+            WatchKind::Data,
+            path,
+            Some(WatchSink::Once(tx)),
+        );
         let (d, s) = self.pending(req, dec_data).await?;
         Ok((d, s, OneshotWatcher { rx }))
     }
@@ -738,20 +807,36 @@ impl Client {
         path: &str,
         watcher: impl FnOnce(WatchedEvent, CallbackInfo) + Send + 'static,
     ) -> Pending<(Vec<u8>, Stat)> {
-        let req = self.watched_req(op::GET_DATA, WatchKind::Data, path, Some(self.lane_once(watcher)));
+        let req = self.watched_req(
+            op::GET_DATA,
+            WatchKind::Data,
+            path,
+            Some(self.lane_once(watcher)),
+        );
         self.pending(req, dec_data)
     }
 
     /// The node's children (names, unsorted) and its stat.
     pub fn get_children(&self, path: &str) -> Pending<(Vec<String>, Stat)> {
-        self.pending(self.watched_req(op::GET_CHILDREN2, WatchKind::Child, path, None), dec_children)
+        self.pending(
+            self.watched_req(op::GET_CHILDREN2, WatchKind::Child, path, None),
+            dec_children,
+        )
     }
 
     /// As [`Client::get_children`], and leaves a watch that fires when a child is added or
     /// removed or the node is deleted.
-    pub async fn get_children_watch(&self, path: &str) -> Result<(Vec<String>, Stat, OneshotWatcher)> {
+    pub async fn get_children_watch(
+        &self,
+        path: &str,
+    ) -> Result<(Vec<String>, Stat, OneshotWatcher)> {
         let (tx, rx) = oneshot::channel();
-        let req = self.watched_req(op::GET_CHILDREN2, WatchKind::Child, path, Some(WatchSink::Once(tx)));
+        let req = self.watched_req(
+            op::GET_CHILDREN2,
+            WatchKind::Child,
+            path,
+            Some(WatchSink::Once(tx)),
+        );
         let (c, s) = self.pending(req, dec_children).await?;
         Ok((c, s, OneshotWatcher { rx }))
     }
@@ -762,7 +847,12 @@ impl Client {
         path: &str,
         watcher: impl FnOnce(WatchedEvent, CallbackInfo) + Send + 'static,
     ) -> Pending<(Vec<String>, Stat)> {
-        let req = self.watched_req(op::GET_CHILDREN2, WatchKind::Child, path, Some(self.lane_once(watcher)));
+        let req = self.watched_req(
+            op::GET_CHILDREN2,
+            WatchKind::Child,
+            path,
+            Some(self.lane_once(watcher)),
+        );
         self.pending(req, dec_children)
     }
 
@@ -827,7 +917,9 @@ impl Client {
         let req = (|| {
             for o in ops_ {
                 match o {
-                    Op::Create { path, mode, acl, .. } => {
+                    Op::Create {
+                        path, mode, acl, ..
+                    } => {
                         validate_path(path, mode.is_sequential())?;
                         if acl.is_empty() {
                             return Err(Error::InvalidAcl);
@@ -861,7 +953,12 @@ impl Client {
 
     // ---- watches ----
 
-    fn add_watch_req(&self, path: &str, mode: AddWatchMode, sink: WatchSink) -> Result<(BytesMut, Effect)> {
+    fn add_watch_req(
+        &self,
+        path: &str,
+        mode: AddWatchMode,
+        sink: WatchSink,
+    ) -> Result<(BytesMut, Effect)> {
         check(path)?;
         let kind = match mode {
             AddWatchMode::Persistent => WatchKind::Persistent,
@@ -944,7 +1041,10 @@ impl Client {
             f: Box::new(watcher),
             alive: Some(alive),
         };
-        self.pending(self.watched_req(op::GET_DATA, WatchKind::Data, path, Some(sink)), dec_data)
+        self.pending(
+            self.watched_req(op::GET_DATA, WatchKind::Data, path, Some(sink)),
+            dec_data,
+        )
     }
 
     /// See [`Client::get_data_owned`].
@@ -959,7 +1059,10 @@ impl Client {
             f: Box::new(watcher),
             alive: Some(alive),
         };
-        self.pending(self.watched_req(op::EXISTS, WatchKind::Exist, path, Some(sink)), dec_exists)
+        self.pending(
+            self.watched_req(op::EXISTS, WatchKind::Exist, path, Some(sink)),
+            dec_exists,
+        )
     }
 
     /// See [`Client::get_data_owned`].
@@ -974,7 +1077,10 @@ impl Client {
             f: Box::new(watcher),
             alive: Some(alive),
         };
-        self.pending(self.watched_req(op::GET_CHILDREN2, WatchKind::Child, path, Some(sink)), dec_children)
+        self.pending(
+            self.watched_req(op::GET_CHILDREN2, WatchKind::Child, path, Some(sink)),
+            dec_children,
+        )
     }
 
     /// Forgets watchers at `path` whose owners are gone, and removes the server's watch of any

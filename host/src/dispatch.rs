@@ -119,7 +119,9 @@ struct LanesInner {
 
 impl std::fmt::Debug for Lanes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lanes").field("name", &self.inner.name).finish_non_exhaustive()
+        f.debug_struct("Lanes")
+            .field("name", &self.inner.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -202,7 +204,12 @@ impl Lanes {
     pub fn drain(&self, timeout: Duration) -> bool {
         let (tx, rx) = mpsc::channel();
         for kind in LaneKind::ALL {
-            if self.inner.lanes[kind.index()].tx.lock().map(|g| g.is_none()).unwrap_or(true) {
+            if self.inner.lanes[kind.index()]
+                .tx
+                .lock()
+                .map(|g| g.is_none())
+                .unwrap_or(true)
+            {
                 let _ = tx.send(());
                 continue;
             }
@@ -260,7 +267,9 @@ mod tests {
                 tx.send((i, info.seq)).unwrap();
             });
         }
-        let got: Vec<(u32, u64)> = (0..99).map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap()).collect();
+        let got: Vec<(u32, u64)> = (0..99)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
         let order: Vec<u32> = got.iter().map(|g| g.0).collect();
         assert_eq!(order, (0..100).filter(|i| *i != 50).collect::<Vec<_>>());
         assert!(got.windows(2).all(|w| w[0].1 < w[1].1), "stamps increase");
@@ -279,7 +288,10 @@ mod tests {
         });
         let (tx, rx) = mpsc::channel();
         lanes.run(LaneKind::Session, move |i| tx.send(i.lane).unwrap());
-        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), LaneKind::Session);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            LaneKind::Session
+        );
         assert_eq!(lanes.metrics(LaneKind::Watch).queue_depth, 1);
         release_tx.send(()).unwrap();
         assert!(lanes.drain(Duration::from_secs(5)));

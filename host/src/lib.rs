@@ -34,15 +34,17 @@ mod dispatch;
 mod error;
 mod path;
 mod proto;
-mod recipe;
 mod rand;
+mod recipe;
 mod retry;
 mod session;
 
 pub use blocking::{block_on, BlockingClient};
 pub use client::{
-    Client, ClientBuilder, CreateOptions, OneshotWatcher, PersistentWatcher, StateEvents,
+    Client, ClientBuilder, CreateOptions, ListenerId, OneshotWatcher, Pending, PendingFuture,
+    PersistentWatcher, StateEvents,
 };
+pub use dispatch::{CallbackInfo, LaneKind, LaneMetrics, Lanes};
 pub use error::{Error, Result};
 pub use path::validate_path;
 pub use proto::multi::{Op, OpResult, ReadOp, ReadResult};

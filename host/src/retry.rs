@@ -1,6 +1,6 @@
 //! Retrying operations through connection trouble, with KazooRetry's knobs.
 
-use std::future::Future;
+use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -109,7 +109,7 @@ impl RetryPolicy {
     pub async fn run<T, F, Fut>(&self, mut op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
+        Fut: IntoFuture<Output = Result<T>>,
     {
         let started = Instant::now();
         let mut rng = Rng::new();

@@ -65,13 +65,17 @@ pub struct ChildrenWatch {
 
 impl std::fmt::Debug for DataWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataWatch").field("path", &self.shared.path).finish_non_exhaustive()
+        f.debug_struct("DataWatch")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
     }
 }
 
 impl std::fmt::Debug for ChildrenWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChildrenWatch").field("path", &self.shared.path).finish_non_exhaustive()
+        f.debug_struct("ChildrenWatch")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -132,7 +136,9 @@ fn start(client: &Client, path: &str, kind: Kind) -> Result<Arc<Shared>> {
         kind,
     });
     let s = shared.clone();
-    client.lanes().run(LaneKind::Watch, move |_| fetch(&s, None));
+    client
+        .lanes()
+        .run(LaneKind::Watch, move |_| fetch(&s, None));
     Ok(shared)
 }
 
@@ -167,16 +173,26 @@ fn fetch(s: &Arc<Shared>, event: Option<WatchedEvent>) {
             move |ev: WatchedEvent, _: CallbackInfo| on_event(&s, generation, ev)
         };
         let outcome: Result<Option<bool>> = match &s.kind {
-            Kind::Data(f) => match block_on(s.client.get_data_owned(&s.path, watcher.clone(), s.alive.clone())) {
+            Kind::Data(f) => match block_on(s.client.get_data_owned(
+                &s.path,
+                watcher.clone(),
+                s.alive.clone(),
+            )) {
                 Ok((data, stat)) => Ok(Some(call(f, |f| f(Some((data, stat)), event.clone())))),
-                Err(Error::NoNode) => match block_on(s.client.exists_owned(&s.path, watcher, s.alive.clone())) {
-                    Ok(None) => Ok(Some(call(f, |f| f(None, event.clone())))),
-                    Ok(Some(_)) => Ok(None), // created meanwhile: read again
-                    Err(e) => Err(e),
-                },
+                Err(Error::NoNode) => {
+                    match block_on(s.client.exists_owned(&s.path, watcher, s.alive.clone())) {
+                        Ok(None) => Ok(Some(call(f, |f| f(None, event.clone())))),
+                        Ok(Some(_)) => Ok(None), // created meanwhile: read again
+                        Err(e) => Err(e),
+                    }
+                }
                 Err(e) => Err(e),
             },
-            Kind::Children(f) => match block_on(s.client.get_children_owned(&s.path, watcher, s.alive.clone())) {
+            Kind::Children(f) => match block_on(s.client.get_children_owned(
+                &s.path,
+                watcher,
+                s.alive.clone(),
+            )) {
                 Ok((children, _)) => Ok(Some(call(f, |f| f(children, event.clone())))),
                 Err(Error::NoNode) => Ok(Some(false)), // Kazoo's ChildrenWatch ends with its node
                 Err(e) => Err(e),
@@ -190,7 +206,11 @@ fn fetch(s: &Arc<Shared>, event: Option<WatchedEvent>) {
                 s.alive.store(false, Ordering::Relaxed);
                 return;
             }
-            Err(e) if e.is_retryable() || e == Error::SessionExpired || matches!(e, Error::QueueFull(_)) => {
+            Err(e)
+                if e.is_retryable()
+                    || e == Error::SessionExpired
+                    || matches!(e, Error::QueueFull(_)) =>
+            {
                 // The session is between connections (or sessions): try again shortly.
                 tracing::debug!(path = %s.path, "watch re-arm failed ({e}); retrying");
                 std::thread::sleep(pause);

@@ -17,7 +17,10 @@ use tracing::{debug, info, warn};
 
 use super::hosts::{ConnectString, HostPort};
 use super::watches::{WatchKind, WatchRegistry};
-use super::{Command, Effect, Listener, ReplySink, Request, SessionConfig, SessionEvent, SessionState, Snapshot};
+use super::{
+    Command, Effect, Listener, ReplySink, Request, SessionConfig, SessionEvent, SessionState,
+    Snapshot,
+};
 use crate::error::{Error, Result};
 use crate::path::Chroot;
 use crate::proto::codec::Reader;
@@ -266,7 +269,8 @@ impl Actor {
     }
 
     fn unlisten(&mut self, id: crate::client::ListenerId) {
-        self.listeners.retain(|l| !matches!(l, Listener::Lane { id: i, .. } if *i == id));
+        self.listeners
+            .retain(|l| !matches!(l, Listener::Lane { id: i, .. } if *i == id));
     }
 
     /// Tells listeners of a raw state that is not a state change (auth failure).
@@ -307,7 +311,8 @@ impl Actor {
             Some(Command::Request(r)) => {
                 if self.queued.len() >= self.cfg.max_queued {
                     let seq = self.stamp();
-                    r.reply.complete(seq, Err(Error::QueueFull(self.cfg.max_queued)));
+                    r.reply
+                        .complete(seq, Err(Error::QueueFull(self.cfg.max_queued)));
                 } else {
                     self.queued.push_back(r);
                 }

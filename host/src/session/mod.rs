@@ -82,9 +82,12 @@ impl ReplySink {
             ReplySink::Oneshot(tx) => {
                 let _ = tx.send(res);
             }
-            ReplySink::Lane { lanes, job } => {
-                lanes.submit(LaneKind::Completion, seq, "completion", Box::new(move |info| job(res, info)))
-            }
+            ReplySink::Lane { lanes, job } => lanes.submit(
+                LaneKind::Completion,
+                seq,
+                "completion",
+                Box::new(move |info| job(res, info)),
+            ),
         }
     }
 }
@@ -118,7 +121,12 @@ impl Listener {
             Listener::Lane { lanes, f, .. } => {
                 let f = f.clone();
                 let ev = ev.clone();
-                lanes.submit(LaneKind::Session, seq, "session", Box::new(move |info| f(ev, info)));
+                lanes.submit(
+                    LaneKind::Session,
+                    seq,
+                    "session",
+                    Box::new(move |info| f(ev, info)),
+                );
                 true
             }
         }

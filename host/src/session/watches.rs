@@ -63,7 +63,12 @@ impl WatchSink {
             }
             WatchSink::LaneOnce { lanes, f, alive } => {
                 if alive.is_none_or(|a| a.load(Ordering::Relaxed)) {
-                    lanes.submit(LaneKind::Watch, seq, "watch", Box::new(move |info| f(ev, info)));
+                    lanes.submit(
+                        LaneKind::Watch,
+                        seq,
+                        "watch",
+                        Box::new(move |info| f(ev, info)),
+                    );
                 }
                 false
             }
@@ -101,7 +106,9 @@ impl WatchSink {
         match self {
             WatchSink::Once(tx) => tx.is_closed(),
             WatchSink::Stream(tx) => tx.is_closed(),
-            WatchSink::LaneOnce { alive, .. } => alive.as_ref().is_some_and(|a| !a.load(Ordering::Relaxed)),
+            WatchSink::LaneOnce { alive, .. } => {
+                alive.as_ref().is_some_and(|a| !a.load(Ordering::Relaxed))
+            }
             WatchSink::LaneMany { alive, .. } => !alive.load(Ordering::Relaxed),
             WatchSink::Spent => true,
         }
@@ -195,7 +202,13 @@ impl WatchRegistry {
 
     /// Removes every watcher of the kinds `remove_watches` named (a [`crate::WatcherType`] code)
     /// at a path, telling each one with a *WatchRemoved event.
-    pub(crate) fn remove(&mut self, seq: u64, server_path: &str, watcher_type: i32, user_path: &str) {
+    pub(crate) fn remove(
+        &mut self,
+        seq: u64,
+        server_path: &str,
+        watcher_type: i32,
+        user_path: &str,
+    ) {
         let kinds: &[(WatchKind, EventType)] = match watcher_type {
             1 => &[(WatchKind::Child, EventType::ChildWatchRemoved)],
             2 => &[
@@ -221,12 +234,15 @@ impl WatchRegistry {
         };
         for (kind, ev_type) in kinds {
             for mut s in self.map(*kind).remove(server_path).unwrap_or_default() {
-                s.send(seq, WatchedEvent {
-                    event_type: *ev_type,
-                    keeper_state: KeeperState::SyncConnected,
-                    path: user_path.to_string(),
-                    zxid: -1,
-                });
+                s.send(
+                    seq,
+                    WatchedEvent {
+                        event_type: *ev_type,
+                        keeper_state: KeeperState::SyncConnected,
+                        path: user_path.to_string(),
+                        zxid: -1,
+                    },
+                );
             }
         }
     }
@@ -312,7 +328,10 @@ impl WatchRegistry {
         };
         let data_gone = prune(&mut self.data);
         let exist_gone = prune(&mut self.exist);
-        if (data_gone || exist_gone) && !self.data.contains_key(path) && !self.exist.contains_key(path) {
+        if (data_gone || exist_gone)
+            && !self.data.contains_key(path)
+            && !self.exist.contains_key(path)
+        {
             emptied.push(2);
         }
         if prune(&mut self.child) {
