@@ -442,6 +442,13 @@ pub(crate) struct ConnectResponse {
 
 impl ConnectResponse {
     pub(crate) fn read(buf: &[u8]) -> Result<ConnectResponse> {
+        if buf.is_empty() {
+            return Err(Error::MalformedResponse(
+                "the server refused the session with an empty handshake reply (it is behind the last zxid \
+                 this client has seen, or it is read-only and the client does not allow that)"
+                    .into(),
+            ));
+        }
         let mut r = Reader::new(buf);
         let protocol_version = r.i32()?;
         let timeout_ms = r.i32()?;

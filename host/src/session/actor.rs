@@ -109,6 +109,8 @@ struct Actor {
     rx: mpsc::UnboundedReceiver<Command>,
     snap: watch::Sender<Snapshot>,
     listeners: Vec<Listener>,
+    /// SetWatches2 batches of this connection not yet answered.
+    set_watches_pending: usize,
     /// The stamp of the last event handed out (state change, notification, reply).
     seq: u64,
     state: SessionState,
@@ -145,6 +147,7 @@ impl Actor {
             snap,
             listeners: Vec::new(),
             seq: 0,
+            set_watches_pending: 0,
             state: SessionState::Lost,
             session_id: 0,
             passwd: vec![0; 16],
@@ -461,6 +464,13 @@ impl Actor {
         wbuf: &mut BytesMut,
         inflight: &mut VecDeque<InFlight>,
     ) {
+        if let Effect::Watch { kind, path, .. } = &req.effect {
+            if let Some(e) = self.watches.mode_conflict(*kind, path) {
+                let seq = self.stamp();
+                req.reply.complete(seq, Err(e));
+                return;
+            }
+        }
         let xid = self.next_xid();
         ops::seal_frame(&mut req.frame, xid);
         let opcode = ops::frame_opcode(&req.frame);
@@ -541,22 +551,18 @@ impl Actor {
             Self::write_auth(a, &mut wbuf, &mut auth_inflight);
         }
         let restore = self.watches.to_restore();
-        let had_watches = !restore.is_empty();
-        if had_watches {
+        self.set_watches_pending = 0;
+        if !restore.is_empty() {
             for mut f in restore.into_frames(self.last_zxid, self.cfg.set_watches_batch) {
                 ops::seal_frame(&mut f, XID_SET_WATCHES);
                 wbuf.extend_from_slice(&f);
+                self.set_watches_pending += 1;
             }
         }
         while let Some(r) = self.queued.pop_front() {
             self.write_request(r, &mut wbuf, &mut inflight);
         }
         self.set_state(state, ks);
-        if had_watches {
-            let chroot = self.chroot.clone();
-            let seq = self.stamp();
-            self.watches.resync(seq, |p| chroot.strip(p).to_string());
-        }
 
         let mut probe: Option<Probe> = if resp.read_only {
             Some(Box::pin(probe_read_write(self.hosts.clone(), addr)))
@@ -684,9 +690,7 @@ impl Actor {
                             Some(Command::Unlisten(id)) => self.unlisten(id),
                             Some(Command::Prune { path }) => {
                                 for code in self.watches.prune(&path) {
-                                    let mut f = ops::start_frame(op::REMOVE_WATCHES, path.len() + 8);
-                                    ops::write_path_version(&mut f, &path, code);
-                                    self.write_internal(f, Reply::Internal, wbuf, inflight);
+                                    self.remove_on_server(&path, code, wbuf, inflight);
                                 }
                             }
                             Some(Command::Close(w)) => {
@@ -735,6 +739,26 @@ impl Actor {
         }
     }
 
+    /// Removes a watch nobody wants any more from the server. ZooKeeper 3.8 removes persistent
+    /// watches only with type Any (3); when no other watch is left at the path that is exact,
+    /// else the per-mode type (3.9+) is tried.
+    fn remove_on_server(
+        &mut self,
+        path: &str,
+        code: i32,
+        wbuf: &mut BytesMut,
+        inflight: &mut VecDeque<InFlight>,
+    ) {
+        let code = if (code == 4 || code == 5) && !self.watches.has_any(path) {
+            3
+        } else {
+            code
+        };
+        let mut f = ops::start_frame(op::REMOVE_WATCHES, path.len() + 8);
+        ops::write_path_version(&mut f, path, code);
+        self.write_internal(f, Reply::Internal, wbuf, inflight);
+    }
+
     /// Handles one frame from the server.
     fn on_frame(
         &mut self,
@@ -758,13 +782,8 @@ impl Actor {
                 let emptied = self.watches.dispatch(seq, &path, ev);
                 for (kind, p) in emptied {
                     // Nobody listens any more: remove the watch on the server too.
-                    let mut f = ops::start_frame(op::REMOVE_WATCHES, p.len() + 8);
-                    ops::write_path_version(
-                        &mut f,
-                        &p,
-                        if kind == WatchKind::Persistent { 4 } else { 5 },
-                    );
-                    self.write_internal(f, Reply::Internal, wbuf, inflight);
+                    let code = if kind == WatchKind::Persistent { 4 } else { 5 };
+                    self.remove_on_server(&p, code, wbuf, inflight);
                 }
             }
             XID_PING => {}
@@ -791,6 +810,14 @@ impl Actor {
                 }
             }
             XID_SET_WATCHES => {
+                self.set_watches_pending = self.set_watches_pending.saturating_sub(1);
+                if self.set_watches_pending == 0 {
+                    // Every watch is armed again: from here on no change goes unreported, so
+                    // this is the moment to tell persistent watchers to re-read.
+                    let chroot = self.chroot.clone();
+                    let seq = self.stamp();
+                    self.watches.resync(seq, |p| chroot.strip(p).to_string());
+                }
                 if h.err != 0 {
                     warn!(
                         err = h.err,

@@ -308,6 +308,22 @@ impl WatchRegistry {
         }
     }
 
+    /// ZooKeeper keeps one persistent mode per (session, path): adding the other mode would
+    /// silently replace the first on the server. Refuse it instead.
+    pub(crate) fn mode_conflict(&self, kind: WatchKind, path: &str) -> Option<crate::error::Error> {
+        let other = match kind {
+            WatchKind::Persistent => &self.recursive,
+            WatchKind::PersistentRecursive => &self.persistent,
+            _ => return None,
+        };
+        other.contains_key(path).then(|| {
+            crate::error::Error::InvalidArgument(format!(
+                "{path} already has a persistent watch of the other mode in this session; ZooKeeper keeps one \
+                 mode per path and session, so adding this one would silently replace it"
+            ))
+        })
+    }
+
     /// Drops watchers at `path` whose owners are gone. Returns the watcher types (as
     /// `remove_watches` codes) left with no watcher, whose server watch should be removed.
     pub(crate) fn prune(&mut self, path: &str) -> Vec<i32> {
@@ -344,6 +360,19 @@ impl WatchRegistry {
             emptied.push(5);
         }
         emptied
+    }
+
+    /// Whether any watch is registered at the path.
+    pub(crate) fn has_any(&self, path: &str) -> bool {
+        [
+            &self.data,
+            &self.exist,
+            &self.child,
+            &self.persistent,
+            &self.recursive,
+        ]
+        .iter()
+        .any(|m| m.contains_key(path))
     }
 
     /// Whether a watch of this kind is registered at the path.
