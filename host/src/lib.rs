@@ -34,6 +34,11 @@ mod dispatch;
 mod error;
 mod path;
 mod proto;
+
+/// Entry points for the fuzzers (`fuzz/`); not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use proto::fuzz as __fuzz;
 mod rand;
 mod recipe;
 mod retry;

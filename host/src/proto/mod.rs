@@ -3,6 +3,8 @@
 
 pub(crate) mod codec;
 pub(crate) mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub(crate) mod multi;
 pub(crate) mod ops;
 pub(crate) mod records;
