@@ -33,6 +33,7 @@ mod client;
 mod dispatch;
 mod error;
 mod path;
+mod plugin;
 mod proto;
 
 /// Entry points for the fuzzers (`fuzz/`); not part of the API.
@@ -52,6 +53,9 @@ pub use client::{
 pub use dispatch::{CallbackInfo, LaneKind, LaneMetrics, Lanes};
 pub use error::{Error, Result};
 pub use path::validate_path;
+pub use plugin::{
+    Binding, IsolationMode, Plugin, PluginError, PluginHost, PluginHostConfig, PluginStats, Policy,
+};
 pub use proto::multi::{Op, OpResult, ReadOp, ReadResult};
 pub use proto::records::{
     Acl, AddWatchMode, ClientInfo, CreateMode, EventType, Id, KeeperState, Perms, Stat,

@@ -30,11 +30,7 @@ pub fn validate_path(path: &str, sequential: bool) -> Result<()> {
         return bad("a path must start with '/'");
     }
     if path.len() == 1 {
-        return if sequential {
-            Ok(()) // "/" + counter
-        } else {
-            Ok(())
-        };
+        return Ok(()); // "/" itself, or "/" + a sequential counter
     }
     if path.ends_with('/') && !sequential {
         return bad("a path must not end with '/'");

@@ -90,11 +90,27 @@ async fn assert_silent(stream: &mut TcpStream, what: &str) {
 struct RawSession {
     stream: TcpStream,
     session_id: i64,
+    passwd: Vec<u8>,
     timeout_ms: i32,
+    read_only: bool,
 }
 
 impl RawSession {
+    /// A new session (10 s timeout) that refuses read-only servers.
     async fn connect(addr: SocketAddr) -> RawSession {
+        RawSession::handshake(addr, 0, &[0; 16], false)
+            .await
+            .expect("the server accepted a new session")
+    }
+
+    /// Sends a ConnectRequest for `session_id` (0: a new session); `None`
+    /// if the server refuses (an empty answer, or none).
+    async fn handshake(
+        addr: SocketAddr,
+        session_id: i64,
+        passwd: &[u8],
+        can_be_read_only: bool,
+    ) -> Option<RawSession> {
         let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
             .await
             .expect("connect in time")
@@ -103,23 +119,36 @@ impl RawSession {
         req.extend_from_slice(&0i32.to_be_bytes()); // protocolVersion
         req.extend_from_slice(&0i64.to_be_bytes()); // lastZxidSeen
         req.extend_from_slice(&10_000i32.to_be_bytes()); // timeOut
-        req.extend_from_slice(&0i64.to_be_bytes()); // sessionId
-        req.extend_from_slice(&16i32.to_be_bytes()); // passwd
-        req.extend_from_slice(&[0u8; 16]);
-        req.push(0); // readOnly
+        req.extend_from_slice(&session_id.to_be_bytes());
+        req.extend_from_slice(&(passwd.len() as i32).to_be_bytes());
+        req.extend_from_slice(passwd);
+        req.push(u8::from(can_be_read_only));
         stream
             .write_all(&frame(&req))
             .await
             .expect("send ConnectRequest");
-        let resp = read_frame(&mut stream).await;
-        // protocolVersion, timeOut, sessionId, passwd, readOnly
-        let timeout_ms = be_i32(&resp[4..]);
-        let session_id = be_i64(&resp[8..]);
-        RawSession {
-            stream,
-            session_id,
-            timeout_ms,
+        let mut len = [0u8; 4];
+        let read = tokio::time::timeout(WAIT, stream.read_exact(&mut len))
+            .await
+            .expect("an answer to the ConnectRequest in time");
+        if read.is_err() {
+            return None;
         }
+        let mut resp = vec![0u8; be_i32(&len) as usize];
+        stream.read_exact(&mut resp).await.expect("ConnectResponse");
+        if resp.is_empty() {
+            // ZooKeeper's refusal: an empty frame, then it closes.
+            return None;
+        }
+        // protocolVersion, timeOut, sessionId, passwd, readOnly
+        let passwd_len = be_i32(&resp[16..]) as usize;
+        Some(RawSession {
+            timeout_ms: be_i32(&resp[4..]),
+            session_id: be_i64(&resp[8..]),
+            passwd: resp[20..20 + passwd_len].to_vec(),
+            read_only: resp.get(20 + passwd_len) == Some(&1),
+            stream,
+        })
     }
 
     async fn send(&mut self, xid: i32, opcode: i32, body: &[u8]) {
@@ -155,6 +184,11 @@ impl RawSession {
     }
 
     async fn create(&mut self, xid: i32, path: &str) -> i32 {
+        self.create_with_flags(xid, path, 0).await
+    }
+
+    /// `flags`: 0 persistent, 1 ephemeral.
+    async fn create_with_flags(&mut self, xid: i32, path: &str, flags: i32) -> i32 {
         let mut body = Vec::new();
         put_string(&mut body, path);
         body.extend_from_slice(&0i32.to_be_bytes()); // data: empty buffer
@@ -162,7 +196,7 @@ impl RawSession {
         body.extend_from_slice(&31i32.to_be_bytes()); // perms: all
         put_string(&mut body, "world");
         put_string(&mut body, "anyone");
-        body.extend_from_slice(&0i32.to_be_bytes()); // flags: persistent
+        body.extend_from_slice(&flags.to_be_bytes());
         self.send(xid, OP_CREATE, &body).await;
         let (rxid, err) = self.reply().await;
         assert_eq!(rxid, xid);
@@ -219,7 +253,9 @@ async fn standalone_server_serves_stops_and_restarts_on_the_same_port_with_its_d
 
     let dir = server.data_dir().parent().unwrap().to_path_buf();
     drop(server);
-    assert!(!dir.exists(), "drop removes {}", dir.display());
+    if std::env::var_os("WAZOO_KEEP_TEST_DIRS").is_none() {
+        assert!(!dir.exists(), "drop removes {}", dir.display());
+    }
     assert!(
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
         "drop killed the server"
@@ -247,6 +283,30 @@ async fn builder_settings_reach_the_server() {
         envi.contains("java.version=17") || envi.contains("java.version="),
         "{envi}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_failures_are_loud_and_quote_the_log() {
+    wazoo_tests::init_tracing();
+    // ZooKeeper refuses tickTime=0 and exits.
+    let err = format!(
+        "{:#}",
+        ZkServer::builder().tick_time(0).start().unwrap_err()
+    );
+    assert!(err.contains("exited"), "{err}");
+    assert!(err.contains("log tail"), "{err}");
+    assert!(err.contains("tickTime is not set"), "{err}");
+    // Too short a wait names what was awaited.
+    let err = ZkServer::builder()
+        .startup_timeout(Duration::from_millis(1))
+        .start()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("timed out after 1ms waiting for ZooKeeper on 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(err.contains("log tail"), "{err}");
 }
 
 fn count_modes(ens: &Ensemble) -> (usize, usize) {
@@ -310,6 +370,13 @@ async fn a_member_cut_off_from_the_quorum_serves_read_only() {
         .start()
         .expect("start an ensemble");
     assert_eq!(ens.four_letter(0, "isro").unwrap(), "rw");
+    let mut rw = RawSession::handshake(ens.member_addr(0), 0, &[0; 16], true)
+        .await
+        .expect("a session");
+    assert!(!rw.read_only);
+    assert_eq!(rw.create(1, "/before").await, ERR_OK);
+    // An ephemeral upgrades the (local) session to a global one.
+    assert_eq!(rw.create_with_flags(2, "/owner", 1).await, ERR_OK);
     ens.stop(1);
     ens.stop(2);
     let t = Instant::now();
@@ -320,6 +387,29 @@ async fn a_member_cut_off_from_the_quorum_serves_read_only() {
     .unwrap();
     eprintln!("read-only after losing quorum: {:?}", t.elapsed());
     assert_eq!(ens.four_letter(0, "isro").unwrap(), "ro");
+
+    // What ZooKeeper 3.8 does with sessions there: the global session
+    // cannot move to the read-only server ("Refusing global session
+    // reconnection in RO mode"), a client that does not accept read-only
+    // servers is refused, and a new session from a client that does is
+    // accepted, flagged read-only (this needs local sessions, which
+    // `read_only(true)` turns on).
+    let addr = ens.member_addr(0);
+    let old = RawSession::handshake(addr, rw.session_id, &rw.passwd, true).await;
+    assert!(
+        old.is_none(),
+        "the read-write session was not resumed read-only"
+    );
+    let strict = RawSession::handshake(addr, 0, &[0; 16], false).await;
+    assert!(
+        strict.is_none(),
+        "a client refusing read-only servers is refused"
+    );
+    let mut ro = RawSession::handshake(addr, 0, &[0; 16], true)
+        .await
+        .expect("a new read-only session");
+    assert!(ro.read_only);
+    assert_eq!(ro.path_request(1, OP_EXISTS, "/before").await, ERR_OK);
     let t = Instant::now();
     ens.start_again(1).expect("member 1 back: quorum again");
     ens.wait_quorum(WAIT).unwrap();
@@ -329,6 +419,23 @@ async fn a_member_cut_off_from_the_quorum_serves_read_only() {
 
 // ---------------------------------------------------------------------------
 // Proxy
+
+/// Waits until the shared server's `cons` no longer lists a connection of
+/// `session_id` (the proxy closed the upstream side too).
+async fn server_forgets_connection(session_id: i64) {
+    let needle = format!("sid=0x{session_id:x}");
+    wait_until(
+        &format!("the server drops the connection of {needle}"),
+        WAIT,
+        || {
+            shared_server()
+                .four_letter("cons")
+                .is_ok_and(|cons| !cons.contains(&needle))
+        },
+    )
+    .await
+    .unwrap();
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_forwards_four_letter_words_and_sessions() {
@@ -365,6 +472,11 @@ async fn drop_connections_closes_both_sides_and_new_ones_work() {
     let mut a = RawSession::connect(proxy.addr()).await;
     let mut b = RawSession::connect(proxy.addr()).await;
     assert_eq!(proxy.connection_count(), 2);
+    let cons = shared_server().four_letter("cons").unwrap();
+    assert!(
+        cons.contains(&format!("sid=0x{:x}", a.session_id)),
+        "{cons}"
+    );
     proxy.drop_connections();
     assert_closed(&mut a.stream, "a").await;
     assert_closed(&mut b.stream, "b").await;
@@ -373,11 +485,11 @@ async fn drop_connections_closes_both_sides_and_new_ones_work() {
     })
     .await
     .unwrap();
+    // The server side was closed too: the server no longer lists them.
+    server_forgets_connection(a.session_id).await;
+    server_forgets_connection(b.session_id).await;
     let mut c = RawSession::connect(proxy.addr()).await;
     assert_eq!(c.path_request(1, OP_EXISTS, "/").await, ERR_OK);
-    // The server saw the old connections go: their sessions can resume
-    // elsewhere, and the server lists only the new connection for us.
-    assert_ne!(c.session_id, a.session_id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,6 +607,7 @@ async fn cut_after_reply_to_closes_right_after_the_armed_reply_once() {
     // The armed type: the reply arrives whole, then the connection closes.
     assert_eq!(s.path_request(3, OP_EXISTS, "/").await, ERR_OK);
     assert_closed(&mut s.stream, "after the exists reply").await;
+    server_forgets_connection(s.session_id).await;
     assert_eq!(proxy.cuts_total(), 1);
     assert!(!proxy.cut_armed());
     wait_until("no proxied connection", WAIT, || {

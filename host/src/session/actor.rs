@@ -550,7 +550,7 @@ impl Actor {
         for a in &self.auths {
             Self::write_auth(a, &mut wbuf, &mut auth_inflight);
         }
-        let restore = self.watches.to_restore();
+        let restore = self.watches.take_restore_list();
         self.set_watches_pending = 0;
         if !restore.is_empty() {
             for mut f in restore.into_frames(self.last_zxid, self.cfg.set_watches_batch) {

@@ -249,7 +249,7 @@ impl WatchRegistry {
 
     /// What to send in SetWatches2 after a reconnect. Watchers whose receivers are gone are
     /// dropped first, so dead watches are not restored.
-    pub(crate) fn to_restore(&mut self) -> SetWatches {
+    pub(crate) fn take_restore_list(&mut self) -> SetWatches {
         for m in [
             &mut self.data,
             &mut self.exist,
@@ -445,7 +445,7 @@ mod tests {
         assert_eq!(r2.try_recv().unwrap().event_type, EventType::NodeDeleted);
         r.dispatch(1, "/b", ev(EventType::NodeCreated, "/b"));
         assert_eq!(r3.try_recv().unwrap().event_type, EventType::NodeCreated);
-        assert!(r.to_restore().is_empty());
+        assert!(r.take_restore_list().is_empty());
     }
 
     #[test]
@@ -481,13 +481,13 @@ mod tests {
         r.add(WatchKind::Data, "/live".into(), WatchSink::Once(t1));
         r.add(WatchKind::Data, "/dead".into(), WatchSink::Once(t2));
         drop(r2);
-        let sw = r.to_restore();
+        let sw = r.take_restore_list();
         assert_eq!(sw.data, vec!["/live".to_string()]);
         r.clear(1, KeeperState::Expired);
         assert_eq!(
             r1.blocking_recv().unwrap().keeper_state,
             KeeperState::Expired
         );
-        assert!(r.to_restore().is_empty());
+        assert!(r.take_restore_list().is_empty());
     }
 }

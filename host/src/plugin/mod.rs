@@ -1,0 +1,56 @@
+//! The plugin runtime: wasm components as callbacks, sandboxed, on their own lanes.
+//!
+//! # Engine, plugins, instances, stores
+//!
+//! One [`PluginHost`] per process owns one wasmtime `Engine` (epoch interruption on, the pooling
+//! allocator sized from [`PluginHostConfig`]), a thread that ticks the epoch, a small runtime on
+//! which guest lanes run, and an on-disk cache of precompiled components keyed by the content
+//! hash and the engine's compatibility hash.
+//!
+//! A [`Plugin`] is one loaded component with its [`Policy`] and configuration: compiled once,
+//! linked once (an `InstancePre`). It gets three *guest lanes*, one per [`LaneKind`], each an
+//! async task with its own instance in its own `Store`, created lazily on the lane's first event.
+//! Instances share no memory (the `context` bytes of an async call carry state to the completion
+//! lane). A guest never blocks a thread: a ZooKeeper import awaits the session actor, and a
+//! spinning guest yields at every epoch tick, so a thousand plugins are a thousand sets of tasks,
+//! not threads.
+//!
+//! # Limits
+//!
+//! Memory is capped per instance. The compute budget counts guest execution only: every epoch
+//! tick that finds the guest running wasm costs one tick of budget, and ticks spent awaiting
+//! ZooKeeper inside an import find no wasm running and cost nothing. A separate wall-clock limit
+//! bounds the whole callback. Exhausting either traps the call.
+//!
+//! # Failure
+//!
+//! Any trap poisons the whole `Store`, so the instance is dropped and rebuilt from the
+//! `InstancePre` before the lane's next event, after an exponential backoff. A plugin that
+//! crashes `max_crashes` times within `crash_window` is disabled (and says so in the log); other
+//! plugins never notice.
+//!
+//! # Events
+//!
+//! The session actor hands events to a shared set of *forwarding* native lanes whose callbacks
+//! only push into the guest lanes' channels (they never block), so the stamps and the per-lane
+//! order survive, and per-plugin isolation costs no threads.
+
+mod imports;
+mod policy;
+mod runtime;
+mod stdio;
+
+pub use policy::Policy;
+pub use runtime::{
+    Binding, IsolationMode, Plugin, PluginError, PluginHost, PluginHostConfig, PluginStats,
+};
+
+/// The generated bindings of `wit/plugin.wit`.
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../wit",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+}

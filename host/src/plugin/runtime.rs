@@ -1,0 +1,900 @@
+//! The engine, loading and linking plugins, guest lanes, instance lifecycle and limits.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::wazoo::plugin::types as wit;
+use super::bindings::{Plugin as PluginBindings, PluginPre};
+use super::policy::Policy;
+use super::stdio::{GuestOutput, Stream};
+use crate::client::Client;
+use crate::dispatch::{LaneKind, Lanes};
+use crate::proto::records::{AddWatchMode, EventType, WatchedEvent};
+use crate::session::{SessionEvent, SessionState};
+
+/// Why a plugin could not be loaded or bound.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginError {
+    /// The bytes are not WebAssembly at all.
+    #[error("plugin {name}: not a WebAssembly file (no \\0asm header)")]
+    NotWasm {
+        /// The plugin.
+        name: String,
+    },
+    /// A core module was given where a component is needed.
+    #[error("plugin {name}: a core WebAssembly module, not a component; build it for wasm32-wasip2 (wazoo-guest does)")]
+    CoreModule {
+        /// The plugin.
+        name: String,
+    },
+    /// The component failed to compile.
+    #[error("plugin {name}: invalid component: {reason}")]
+    Invalid {
+        /// The plugin.
+        name: String,
+        /// The compiler's message.
+        reason: String,
+    },
+    /// The component does not fit the `wazoo:plugin/plugin` world (an import wazoo does not
+    /// provide, a missing export).
+    #[error("plugin {name}: does not fit the wazoo:plugin@0.1.0 world: {reason}")]
+    WrongWorld {
+        /// The plugin.
+        name: String,
+        /// What does not fit.
+        reason: String,
+    },
+    /// A file could not be read.
+    #[error("plugin {name}: cannot read {path}: {reason}")]
+    Io {
+        /// The plugin.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        reason: String,
+    },
+    /// A binding failed (e.g. the path is invalid or outside the plugin's read allow-list).
+    #[error("plugin {name}: cannot bind: {reason}")]
+    Bind {
+        /// The plugin.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The engine could not be set up.
+    #[error("cannot set up the wasm engine: {0}")]
+    Engine(String),
+}
+
+/// How plugins share lanes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationMode {
+    /// Three lanes for all plugins (Kazoo's semantics): one plugin's slow callback delays the
+    /// others' callbacks of the same kind.
+    #[default]
+    Shared,
+    /// Three lanes per plugin: one tenant cannot stall another.
+    PerPlugin,
+}
+
+/// Settings of a [`PluginHost`].
+#[derive(Debug, Clone)]
+pub struct PluginHostConfig {
+    /// Where precompiled components are cached (none: compile on every load).
+    pub cache_dir: Option<PathBuf>,
+    /// How plugins share lanes.
+    pub isolation: IsolationMode,
+    /// Instances that may exist at once (pooling allocator slots; default 1000).
+    pub max_instances: u32,
+    /// The largest memory any policy may grant, in bytes (pooling slot size; default 64 MiB).
+    pub max_memory: usize,
+    /// How often the epoch ticks, the granularity of compute budgets (default 2 ms).
+    pub epoch_tick: Duration,
+    /// Wasm stack size (default 512 KiB), so runaway recursion traps quickly.
+    pub max_wasm_stack: usize,
+}
+
+impl Default for PluginHostConfig {
+    fn default() -> Self {
+        PluginHostConfig {
+            cache_dir: None,
+            isolation: IsolationMode::Shared,
+            max_instances: 1000,
+            max_memory: 64 << 20,
+            epoch_tick: Duration::from_millis(2),
+            max_wasm_stack: 512 << 10,
+        }
+    }
+}
+
+/// A plugin's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PluginStats {
+    /// Handler calls that returned normally.
+    pub calls: u64,
+    /// Traps, exhausted budgets and timeouts.
+    pub traps: u64,
+    /// Instances built (first builds and rebuilds).
+    pub instantiations: u64,
+    /// Whether the plugin was disabled for crashing too often.
+    pub disabled: bool,
+}
+
+/// What a plugin reacts to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Binding {
+    /// Session state changes.
+    Session,
+    /// The node's data (kept armed, as Kazoo's DataWatch; node creation and deletion too).
+    Data(String),
+    /// The node's children (kept armed).
+    Children(String),
+    /// A persistent watch on the node.
+    Persistent(String),
+    /// A persistent recursive watch on the subtree.
+    PersistentRecursive(String),
+}
+
+/// One event for a guest lane.
+pub(crate) enum GuestEvent {
+    Session(wit::SessionEvent),
+    Watch(wit::WatchEvent),
+    Completion(Vec<u8>, wit::Completion),
+}
+
+type LaneTx = mpsc::UnboundedSender<(Arc<Shared>, GuestEvent)>;
+
+/// A set of three guest lanes (tasks).
+#[derive(Clone)]
+pub(crate) struct GuestLanes {
+    session: LaneTx,
+    watch: LaneTx,
+    completion: LaneTx,
+}
+
+impl GuestLanes {
+    fn spawn(rt: &tokio::runtime::Handle) -> GuestLanes {
+        let mk = |kind: LaneKind| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            rt.spawn(lane_task(kind, rx));
+            tx
+        };
+        GuestLanes {
+            session: mk(LaneKind::Session),
+            watch: mk(LaneKind::Watch),
+            completion: mk(LaneKind::Completion),
+        }
+    }
+}
+
+/// What a loaded plugin shares with its lanes and its import implementations.
+pub(crate) struct Shared {
+    pub id: u64,
+    pub name: Arc<str>,
+    pub policy: Policy,
+    pub config: Vec<(String, String)>,
+    pub client: Client,
+    pub pre: Mutex<(u64, PluginPre<GuestState>)>,
+    pub lanes: GuestLanes,
+    pub disabled: AtomicBool,
+    pub unloaded: AtomicBool,
+    pub crashes: Mutex<Vec<Instant>>,
+    pub calls: AtomicU64,
+    pub traps: AtomicU64,
+    pub instantiations: AtomicU64,
+    pub budget_ticks: u64,
+    pub host: Arc<HostInner>,
+}
+
+impl Shared {
+    pub(crate) fn send(self: &Arc<Self>, kind: LaneKind, ev: GuestEvent) -> bool {
+        if self.unloaded.load(Ordering::Relaxed) || self.disabled.load(Ordering::Relaxed) {
+            return false;
+        }
+        let tx = match kind {
+            LaneKind::Session => &self.lanes.session,
+            LaneKind::Watch => &self.lanes.watch,
+            LaneKind::Completion => &self.lanes.completion,
+        };
+        tx.send((self.clone(), ev)).is_ok()
+    }
+
+    pub(crate) fn alive(&self) -> bool {
+        !self.unloaded.load(Ordering::Relaxed) && !self.disabled.load(Ordering::Relaxed)
+    }
+
+    fn crashed(&self, why: &str) {
+        self.traps.fetch_add(1, Ordering::Relaxed);
+        let mut c = self.crashes.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        c.retain(|t| now.duration_since(*t) < self.policy.crash_window);
+        c.push(now);
+        if c.len() as u32 >= self.policy.max_crashes && !self.disabled.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(
+                plugin = %self.name,
+                crashes = c.len(),
+                window = ?self.policy.crash_window,
+                "plugin disabled: it crashed {} times within {:?}; last: {why}",
+                c.len(),
+                self.policy.crash_window
+            );
+        } else {
+            tracing::warn!(plugin = %self.name, "plugin call failed, instance will be rebuilt: {why}");
+        }
+    }
+}
+
+/// The state of one guest instance's Store.
+pub(crate) struct GuestState {
+    pub shared: Arc<Shared>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    /// Compute budget left for the current call, in epoch ticks.
+    budget_left: u64,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+pub(crate) struct HostInner {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    cfg: PluginHostConfig,
+    rt: tokio::runtime::Runtime,
+    shared_lanes: Mutex<Option<GuestLanes>>,
+    /// Non-blocking forwarding lanes: the session actor's events reach guest lanes through them.
+    pub forward: Lanes,
+    stop_ticker: Arc<AtomicBool>,
+    next_id: AtomicU64,
+}
+
+impl Drop for HostInner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Loads plugins and runs them. One per process is enough; clone the handle freely.
+///
+/// ```no_run
+/// # async fn demo(zk: wazoo::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use wazoo::{Binding, PluginHost, PluginHostConfig, Policy};
+/// let host = PluginHost::new(PluginHostConfig::default())?;
+/// let plugin = host.load_file(
+///     &zk,
+///     "audit",
+///     "audit_log.wasm".as_ref(),
+///     Policy::default().read(["/app"]),
+///     vec![],
+/// )?;
+/// plugin.bind(Binding::PersistentRecursive("/app".into())).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PluginHost {
+    inner: Arc<HostInner>,
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHost")
+            .field("isolation", &self.inner.cfg.isolation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginHost {
+    /// Sets up the engine, the epoch ticker and the guest runtime.
+    pub fn new(cfg: PluginHostConfig) -> Result<PluginHost, PluginError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.concurrency_support(false);
+        config.max_wasm_stack(cfg.max_wasm_stack);
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_component_instances(cfg.max_instances);
+        pool.total_core_instances(cfg.max_instances.saturating_mul(4));
+        pool.total_memories(cfg.max_instances.saturating_mul(2));
+        pool.total_tables(cfg.max_instances.saturating_mul(4));
+        pool.total_stacks(cfg.max_instances);
+        pool.max_memory_size(cfg.max_memory);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
+
+        let mut linker = Linker::<GuestState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        PluginBindings::add_to_linker::<GuestState, wasmtime::component::HasSelf<GuestState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| PluginError::Engine(e.to_string()))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            let tick = cfg.epoch_tick;
+            std::thread::Builder::new()
+                .name("wazoo-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| PluginError::Engine(e.to_string()))?;
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+                    .max(2),
+            )
+            .thread_name("wazoo-guest")
+            .enable_all()
+            .build()
+            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        Ok(PluginHost {
+            inner: Arc::new(HostInner {
+                engine,
+                linker,
+                cfg,
+                rt,
+                shared_lanes: Mutex::new(None),
+                forward: Lanes::new("guest-forward"),
+                stop_ticker: stop,
+                next_id: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// Loads a plugin from a file. See [`PluginHost::load`].
+    pub fn load_file(
+        &self,
+        client: &Client,
+        name: &str,
+        path: &Path,
+        policy: Policy,
+        config: Vec<(String, String)>,
+    ) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|e| PluginError::Io {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        self.load(client, name, &bytes, policy, config)
+    }
+
+    /// Loads a plugin: checks and compiles the component (or takes it from the cache), links
+    /// it against the world, and gives it its lanes. Nothing runs until the first event; each
+    /// lane's instance is built then, and `init(config)` called on it.
+    pub fn load(
+        &self,
+        client: &Client,
+        name: &str,
+        bytes: &[u8],
+        policy: Policy,
+        config: Vec<(String, String)>,
+    ) -> Result<Plugin, PluginError> {
+        let pre = self.prepare(name, bytes)?;
+        let lanes = match self.inner.cfg.isolation {
+            IsolationMode::PerPlugin => GuestLanes::spawn(self.inner.rt.handle()),
+            IsolationMode::Shared => self
+                .inner
+                .shared_lanes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(|| GuestLanes::spawn(self.inner.rt.handle()))
+                .clone(),
+        };
+        let tick = self.inner.cfg.epoch_tick.max(Duration::from_micros(100));
+        let budget_ticks = (policy.compute_budget.as_nanos() / tick.as_nanos()).max(1) as u64;
+        let shared = Arc::new(Shared {
+            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+            name: Arc::from(name),
+            policy,
+            config,
+            client: client.with_lanes(self.inner.forward.clone()),
+            pre: Mutex::new((0, pre)),
+            lanes,
+            disabled: AtomicBool::new(false),
+            unloaded: AtomicBool::new(false),
+            crashes: Mutex::new(Vec::new()),
+            calls: AtomicU64::new(0),
+            traps: AtomicU64::new(0),
+            instantiations: AtomicU64::new(0),
+            budget_ticks,
+            host: self.inner.clone(),
+        });
+        tracing::info!(plugin = name, "plugin loaded");
+        Ok(Plugin { shared })
+    }
+
+    /// Checks the bytes, compiles (or loads from the cache) and links.
+    fn prepare(&self, name: &str, bytes: &[u8]) -> Result<PluginPre<GuestState>, PluginError> {
+        if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+            return Err(PluginError::NotWasm {
+                name: name.to_string(),
+            });
+        }
+        if bytes[4..8] == [1, 0, 0, 0] {
+            return Err(PluginError::CoreModule {
+                name: name.to_string(),
+            });
+        }
+        let component = self.compile(name, bytes)?;
+        let pre =
+            self.inner
+                .linker
+                .instantiate_pre(&component)
+                .map_err(|e| PluginError::WrongWorld {
+                    name: name.to_string(),
+                    reason: format!("{e:#}"),
+                })?;
+        PluginPre::new(pre).map_err(|e| PluginError::WrongWorld {
+            name: name.to_string(),
+            reason: format!("{e:#}"),
+        })
+    }
+
+    fn compile(&self, name: &str, bytes: &[u8]) -> Result<Component, PluginError> {
+        let invalid = |e: wasmtime::Error| PluginError::Invalid {
+            name: name.to_string(),
+            reason: format!("{e:#}"),
+        };
+        let Some(dir) = &self.inner.cfg.cache_dir else {
+            return Component::new(&self.inner.engine, bytes).map_err(invalid);
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        self.inner
+            .engine
+            .precompile_compatibility_hash()
+            .hash(&mut h);
+        env!("CARGO_PKG_VERSION").hash(&mut h);
+        let mut h2 = std::collections::hash_map::DefaultHasher::new();
+        bytes.len().hash(&mut h2);
+        bytes.iter().rev().take(4096).for_each(|b| b.hash(&mut h2));
+        h.finish().hash(&mut h2);
+        let path = dir.join(format!("{:016x}{:016x}.cwasm", h.finish(), h2.finish()));
+        if path.exists() {
+            // SAFETY: the file was written by `precompile_component` of an engine with the same
+            // compatibility hash (it is in the key), into a directory this host owns; wasmtime
+            // additionally checks the artifact's header against the engine.
+            match unsafe { Component::deserialize_file(&self.inner.engine, &path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(plugin = name, path = %path.display(), "cached artifact unusable, recompiling: {e}")
+                }
+            }
+        }
+        let compiled = self
+            .inner
+            .engine
+            .precompile_component(bytes)
+            .map_err(invalid)?;
+        if let Err(e) = std::fs::create_dir_all(dir).and_then(|_| {
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, &compiled)?;
+            std::fs::rename(&tmp, &path)
+        }) {
+            tracing::warn!(plugin = name, "cannot write the compilation cache: {e}");
+        }
+        // SAFETY: the bytes were produced just now by this engine's `precompile_component`.
+        unsafe { Component::deserialize(&self.inner.engine, &compiled) }.map_err(invalid)
+    }
+}
+
+/// A loaded plugin. Dropping it (or [`Plugin::unload`]) stops its bindings and lanes.
+pub struct Plugin {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> PluginStats {
+        PluginStats {
+            calls: self.shared.calls.load(Ordering::Relaxed),
+            traps: self.shared.traps.load(Ordering::Relaxed),
+            instantiations: self.shared.instantiations.load(Ordering::Relaxed),
+            disabled: self.shared.disabled.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Binds the plugin to events. Watch bindings need the path in the plugin's read
+    /// allow-list.
+    pub async fn bind(&self, binding: Binding) -> Result<(), PluginError> {
+        let s = &self.shared;
+        let bind_err = |reason: String| PluginError::Bind {
+            name: s.name.to_string(),
+            reason,
+        };
+        match &binding {
+            Binding::Session => {
+                let shared = s.clone();
+                s.client.add_listener(move |ev: SessionEvent, info| {
+                    shared.send(
+                        LaneKind::Session,
+                        GuestEvent::Session(wit::SessionEvent {
+                            state: wit_state(ev.state),
+                            session_id: ev.session_id,
+                            seq: info.seq,
+                        }),
+                    );
+                });
+                Ok(())
+            }
+            Binding::Data(p)
+            | Binding::Children(p)
+            | Binding::Persistent(p)
+            | Binding::PersistentRecursive(p) => {
+                if !s.policy.may_read(p) {
+                    return Err(bind_err(format!(
+                        "{p} is outside the plugin's read allow-list"
+                    )));
+                }
+                let r = match &binding {
+                    Binding::Persistent(_) => add_persistent(s, p, AddWatchMode::Persistent).await,
+                    Binding::PersistentRecursive(_) => {
+                        add_persistent(s, p, AddWatchMode::PersistentRecursive).await
+                    }
+                    Binding::Data(_) => arm(s.clone(), p.clone(), Armed::Data).await,
+                    _ => arm(s.clone(), p.clone(), Armed::Children).await,
+                };
+                r.map_err(|e| bind_err(e.to_string()))
+            }
+        }
+    }
+
+    /// Replaces the plugin's code, keeping its bindings and watches: each lane builds an
+    /// instance of the new code before its next event.
+    pub fn reload(&self, bytes: &[u8]) -> Result<(), PluginError> {
+        let host = PluginHost {
+            inner: self.shared.host.clone(),
+        };
+        let pre = host.prepare(&self.shared.name, bytes)?;
+        let mut g = self.shared.pre.lock().unwrap_or_else(|p| p.into_inner());
+        *g = (g.0 + 1, pre);
+        self.shared.disabled.store(false, Ordering::Relaxed);
+        self.shared
+            .crashes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        tracing::info!(plugin = %self.shared.name, "plugin reloaded");
+        Ok(())
+    }
+
+    /// Stops the plugin: no more events reach it; its watches are dropped.
+    pub fn unload(self) {}
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        self.shared.unloaded.store(true, Ordering::Relaxed);
+    }
+}
+
+pub(crate) fn wit_state(s: SessionState) -> wit::SessionState {
+    match s {
+        SessionState::Connected => wit::SessionState::Connected,
+        SessionState::ConnectedReadOnly => wit::SessionState::ConnectedReadOnly,
+        SessionState::Suspended => wit::SessionState::Suspended,
+        SessionState::Lost => wit::SessionState::Lost,
+        SessionState::Closed => wit::SessionState::Closed,
+    }
+}
+
+pub(crate) fn wit_event(ev: &WatchedEvent, seq: u64) -> wit::WatchEvent {
+    wit::WatchEvent {
+        event_type: match ev.event_type {
+            EventType::NodeCreated => wit::EventType::NodeCreated,
+            EventType::NodeDeleted => wit::EventType::NodeDeleted,
+            EventType::NodeDataChanged => wit::EventType::NodeDataChanged,
+            EventType::NodeChildrenChanged => wit::EventType::NodeChildrenChanged,
+            EventType::DataWatchRemoved => wit::EventType::DataWatchRemoved,
+            EventType::ChildWatchRemoved => wit::EventType::ChildWatchRemoved,
+            EventType::PersistentWatchRemoved => wit::EventType::PersistentWatchRemoved,
+            EventType::Resync => wit::EventType::Resync,
+            _ => wit::EventType::None,
+        },
+        path: ev.path.clone(),
+        seq,
+    }
+}
+
+pub(crate) async fn add_persistent(
+    s: &Arc<Shared>,
+    path: &str,
+    mode: AddWatchMode,
+) -> crate::Result<()> {
+    let shared = s.clone();
+    s.client
+        .add_watch_with(path, mode, move |ev, info| {
+            if ev.event_type == EventType::None {
+                return false; // the session ended; a new binding is needed
+            }
+            shared.send(LaneKind::Watch, GuestEvent::Watch(wit_event(&ev, info.seq)))
+        })
+        .await
+}
+
+/// Which one-shot watch a kept-armed binding uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Armed {
+    Data,
+    Exists,
+    Children,
+}
+
+/// Arms a one-shot watch and re-arms it after every trigger (and after session loss), sending
+/// each event to the plugin's watch lane. The re-arm runs as a task, never on a lane.
+pub(crate) async fn arm(s: Arc<Shared>, path: String, kind: Armed) -> crate::Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(WatchedEvent, u64)>();
+    arm_once(&s, &path, kind, tx.clone()).await?;
+    let rt = s.host.rt.handle().clone();
+    rt.spawn(async move {
+        while let Some((ev, seq)) = rx.recv().await {
+            if !s.alive() {
+                break;
+            }
+            if ev.event_type != EventType::None {
+                s.send(LaneKind::Watch, GuestEvent::Watch(wit_event(&ev, seq)));
+            } else if ev.keeper_state == crate::KeeperState::Closed {
+                break;
+            }
+            let mut pause = Duration::from_millis(50);
+            while s.alive() {
+                match arm_once(&s, &path, kind, tx.clone()).await {
+                    Ok(()) => break,
+                    Err(crate::Error::Closed) => return,
+                    Err(e) => {
+                        tracing::debug!(plugin = %s.name, %path, "re-arming the watch failed ({e}); retrying");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn arm_once(
+    s: &Arc<Shared>,
+    path: &str,
+    kind: Armed,
+    tx: mpsc::UnboundedSender<(WatchedEvent, u64)>,
+) -> crate::Result<()> {
+    let w = move |ev: WatchedEvent, info: crate::CallbackInfo| {
+        let _ = tx.send((ev, info.seq));
+    };
+    match kind {
+        Armed::Data => match s.client.get_data_with(path, w.clone()).await {
+            Ok(_) => Ok(()),
+            Err(crate::Error::NoNode) => s.client.exists_with(path, w).await.map(|_| ()),
+            Err(e) => Err(e),
+        },
+        Armed::Exists => s.client.exists_with(path, w).await.map(|_| ()),
+        Armed::Children => match s.client.get_children_with(path, w.clone()).await {
+            Ok(_) => Ok(()),
+            // Wait for the node to appear, then watch its children.
+            Err(crate::Error::NoNode) => s.client.exists_with(path, w).await.map(|_| ()),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// One guest instance and the code generation it was built from.
+struct Instance {
+    generation: u64,
+    store: Store<GuestState>,
+    bindings: PluginBindings,
+}
+
+/// Per plugin, on one lane: its instance (if built) and when it may be rebuilt.
+#[derive(Default)]
+struct Slot {
+    instance: Option<Instance>,
+    not_before: Option<Instant>,
+    backoff: Duration,
+}
+
+/// A guest lane: runs events one at a time, building instances lazily and rebuilding them
+/// after a trap.
+async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<(Arc<Shared>, GuestEvent)>) {
+    let mut slots: HashMap<u64, Slot> = HashMap::new();
+    while let Some((shared, ev)) = rx.recv().await {
+        if !shared.alive() {
+            slots.remove(&shared.id);
+            continue;
+        }
+        let slot = slots.entry(shared.id).or_default();
+        let generation = shared.pre.lock().unwrap_or_else(|p| p.into_inner()).0;
+        if slot
+            .instance
+            .as_ref()
+            .is_some_and(|i| i.generation != generation)
+        {
+            slot.instance = None; // reloaded
+        }
+        if slot.instance.is_none() {
+            if let Some(t) = slot.not_before {
+                tokio::time::sleep_until(t.into()).await;
+            }
+            match build(&shared).await {
+                Ok(i) => slot.instance = Some(i),
+                Err(why) => {
+                    shared.crashed(&format!(
+                        "building the {kind:?} lane's instance failed: {why}"
+                    ));
+                    back_off(slot);
+                    continue;
+                }
+            }
+        }
+        let inst = slot.instance.as_mut().expect("built above");
+        inst.store.data_mut().budget_left = shared.budget_ticks;
+        inst.store.set_epoch_deadline(1);
+        let call = async {
+            match ev {
+                GuestEvent::Session(e) => inst.bindings.call_on_session(&mut inst.store, e).await,
+                GuestEvent::Watch(e) => inst.bindings.call_on_watch(&mut inst.store, &e).await,
+                GuestEvent::Completion(ctx, c) => {
+                    inst.bindings
+                        .call_on_completion(&mut inst.store, &ctx, &c)
+                        .await
+                }
+            }
+        };
+        match tokio::time::timeout(shared.policy.wall_limit, call).await {
+            Ok(Ok(())) => {
+                shared.calls.fetch_add(1, Ordering::Relaxed);
+                slot.backoff = Duration::ZERO;
+            }
+            Ok(Err(trap)) => {
+                shared.crashed(&format!(
+                    "{kind:?} handler trapped: {}",
+                    describe_trap(&trap)
+                ));
+                slot.instance = None;
+                back_off(slot);
+            }
+            Err(_) => {
+                shared.crashed(&format!(
+                    "{kind:?} handler exceeded its wall-clock limit of {:?}",
+                    shared.policy.wall_limit
+                ));
+                slot.instance = None;
+                back_off(slot);
+            }
+        }
+    }
+}
+
+fn back_off(slot: &mut Slot) {
+    slot.backoff = if slot.backoff.is_zero() {
+        Duration::from_millis(10)
+    } else {
+        (slot.backoff * 2).min(Duration::from_secs(5))
+    };
+    slot.not_before = Some(Instant::now() + slot.backoff);
+}
+
+/// A trap's message, with wasmtime's own description where it has one.
+fn describe_trap(e: &wasmtime::Error) -> String {
+    if let Some(t) = e.downcast_ref::<wasmtime::Trap>() {
+        return format!("{t}");
+    }
+    format!("{e:#}")
+}
+
+/// Builds an instance in a fresh Store and runs `init(config)` on it.
+async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
+    let (generation, pre) = {
+        let g = shared.pre.lock().unwrap_or_else(|p| p.into_inner());
+        (g.0, g.1.clone())
+    };
+    let mut wasi = WasiCtx::builder();
+    wasi.stdout(GuestOutput {
+        plugin: shared.name.clone(),
+        stream: Stream::Stdout,
+    });
+    wasi.stderr(GuestOutput {
+        plugin: shared.name.clone(),
+        stream: Stream::Stderr,
+    });
+    wasi.allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    let limits = StoreLimitsBuilder::new()
+        .memory_size(shared.policy.memory_limit)
+        .instances(16)
+        .tables(16)
+        .memories(4)
+        .trap_on_grow_failure(false)
+        .build();
+    let state = GuestState {
+        shared: shared.clone(),
+        wasi: wasi.build(),
+        table: ResourceTable::new(),
+        limits,
+        budget_left: shared.budget_ticks,
+    };
+    let mut store = Store::new(&shared.host.engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_callback(|mut ctx| {
+        let s = ctx.data_mut();
+        if s.budget_left == 0 {
+            return Err(wasmtime::format_err!(
+                "compute budget of {:?} exhausted (guest execution only; time waiting on ZooKeeper is not counted)",
+                s.shared.policy.compute_budget
+            ));
+        }
+        s.budget_left -= 1;
+        Ok(UpdateDeadline::Yield(1))
+    });
+    // Instantiation runs wasm (start functions), so the deadline must be set first.
+    store.set_epoch_deadline(1);
+    let bindings =
+        tokio::time::timeout(shared.policy.wall_limit, pre.instantiate_async(&mut store))
+            .await
+            .map_err(|_| "instantiation exceeded the wall-clock limit".to_string())?
+            .map_err(|e| describe_trap(&e))?;
+    shared.instantiations.fetch_add(1, Ordering::Relaxed);
+    store.data_mut().budget_left = shared.budget_ticks;
+    let init = tokio::time::timeout(
+        shared.policy.wall_limit,
+        bindings.call_init(&mut store, &shared.config),
+    )
+    .await
+    .map_err(|_| "init exceeded the wall-clock limit".to_string())?
+    .map_err(|e| describe_trap(&e))?;
+    if let Err(msg) = init {
+        return Err(format!("init refused its configuration: {msg}"));
+    }
+    Ok(Instance {
+        generation,
+        store,
+        bindings,
+    })
+}
+
+/// Lets import implementations reach the plugin's lanes and counters.
+pub(crate) fn completion_send(shared: &Arc<Shared>, context: Vec<u8>, c: wit::Completion) {
+    shared.send(LaneKind::Completion, GuestEvent::Completion(context, c));
+}
