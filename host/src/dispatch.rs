@@ -56,6 +56,9 @@ pub struct CallbackInfo {
     pub lane: LaneKind,
     /// The session actor's sequence stamp of the event (strictly increasing per client).
     pub seq: u64,
+    /// When the event was handed to the lane (for the session actor: right after it read the
+    /// frame). `queued_at.elapsed()` at the start of a callback is its queueing latency.
+    pub queued_at: Instant,
 }
 
 /// A lane's counters, readable at any time.
@@ -77,6 +80,7 @@ pub(crate) type Job = Box<dyn FnOnce(CallbackInfo) + Send>;
 
 struct Item {
     seq: u64,
+    queued_at: Instant,
     what: &'static str,
     job: Job,
 }
@@ -157,7 +161,12 @@ impl Lanes {
     pub(crate) fn submit(&self, kind: LaneKind, seq: u64, what: &'static str, job: Job) {
         let lane = &self.inner.lanes[kind.index()];
         lane.counters.queued.fetch_add(1, Ordering::Relaxed);
-        let mut item = Item { seq, what, job };
+        let mut item = Item {
+            seq,
+            queued_at: Instant::now(),
+            what,
+            job,
+        };
         let mut guard = lane.tx.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..2 {
             let tx = guard.get_or_insert_with(|| self.start(kind));
@@ -230,9 +239,19 @@ impl Lanes {
 }
 
 fn lane_loop(kind: LaneKind, name: &str, rx: mpsc::Receiver<Item>, c: &Counters) {
-    while let Ok(Item { seq, what, job }) = rx.recv() {
+    while let Ok(Item {
+        seq,
+        queued_at,
+        what,
+        job,
+    }) = rx.recv()
+    {
         let start = Instant::now();
-        let info = CallbackInfo { lane: kind, seq };
+        let info = CallbackInfo {
+            lane: kind,
+            seq,
+            queued_at,
+        };
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| job(info))) {
             let msg = panic
                 .downcast_ref::<&str>()

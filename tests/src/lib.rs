@@ -28,12 +28,14 @@
 //! Starting and waiting block the calling thread; from async tests prefer the
 //! multi-thread runtime flavour so that other tasks keep running meanwhile.
 
+mod guests;
 mod proxy;
 mod util;
 mod zk;
 
 use std::time::Duration;
 
+pub use guests::guest;
 pub use proxy::FaultProxy;
 pub use util::{four_letter_word, free_port};
 pub use zk::{Ensemble, EnsembleBuilder, ZkServer, ZkServerBuilder};

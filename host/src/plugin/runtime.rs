@@ -260,7 +260,9 @@ pub(crate) struct HostInner {
     engine: Engine,
     linker: Linker<GuestState>,
     cfg: PluginHostConfig,
-    rt: tokio::runtime::Runtime,
+    /// Where guest lanes run (taken on drop to shut down without blocking).
+    rt: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
     shared_lanes: Mutex<Option<GuestLanes>>,
     /// Non-blocking forwarding lanes: the session actor's events reach guest lanes through them.
     pub forward: Lanes,
@@ -271,6 +273,10 @@ pub(crate) struct HostInner {
 impl Drop for HostInner {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
+        // The host may be dropped inside an async context: never block there.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -360,7 +366,8 @@ impl PluginHost {
                 engine,
                 linker,
                 cfg,
-                rt,
+                handle: rt.handle().clone(),
+                rt: Some(rt),
                 shared_lanes: Mutex::new(None),
                 forward: Lanes::new("guest-forward"),
                 stop_ticker: stop,
@@ -399,13 +406,13 @@ impl PluginHost {
     ) -> Result<Plugin, PluginError> {
         let pre = self.prepare(name, bytes)?;
         let lanes = match self.inner.cfg.isolation {
-            IsolationMode::PerPlugin => GuestLanes::spawn(self.inner.rt.handle()),
+            IsolationMode::PerPlugin => GuestLanes::spawn(&self.inner.handle),
             IsolationMode::Shared => self
                 .inner
                 .shared_lanes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .get_or_insert_with(|| GuestLanes::spawn(self.inner.rt.handle()))
+                .get_or_insert_with(|| GuestLanes::spawn(&self.inner.handle))
                 .clone(),
         };
         let tick = self.inner.cfg.epoch_tick.max(Duration::from_micros(100));
@@ -666,7 +673,7 @@ pub(crate) enum Armed {
 pub(crate) async fn arm(s: Arc<Shared>, path: String, kind: Armed) -> crate::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(WatchedEvent, u64)>();
     arm_once(&s, &path, kind, tx.clone()).await?;
-    let rt = s.host.rt.handle().clone();
+    let rt = s.host.handle.clone();
     rt.spawn(async move {
         while let Some((ev, seq)) = rx.recv().await {
             if !s.alive() {

@@ -1,0 +1,103 @@
+//! `wazoo-bench`: throughput, latency and client CPU per operation of the wazoo ZooKeeper
+//! client against a running server.
+//!
+//! ```text
+//! wazoo-bench HOST:PORT[,HOST:PORT...] [key=value ...]
+//! ```
+//!
+//! Keys: `n` (default count, 20000), one per workload (`seq_get`, `pipelined_get`,
+//! `create_delete`, `pipelined_set`, `watch_latency`, `multi`: a count overriding `n`, 0 skips
+//! it), `window` (1000 outstanding requests for the pipelined workloads), `warmup` (1000
+//! unmeasured operations before each workload) and `root` (`/bench`, recreated at start and
+//! removed at the end). One JSON object per workload goes to stdout, one line each, with keys
+//! `client`, `workload`, `n`, `ops`, `secs`, `ops_s`, `p50_us`, `p99_us`, `cpu_s` and
+//! `cpu_us_per_op` (user + system CPU of the whole process during the measured part); a table
+//! goes to stderr at the end. See [`workloads`] for what each workload measures.
+//!
+//! The driver runs on a current-thread runtime; each wazoo client runs its session on a thread
+//! of its own, whose CPU is counted too.
+
+mod config;
+mod cpu;
+mod stats;
+mod window;
+mod workloads;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use config::{Config, Workload, USAGE};
+use cpu::CpuClock;
+use stats::{table, Report};
+use workloads::Bench;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let cfg = match Config::parse(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wazoo-bench: {e:#}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&cfg).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wazoo-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Connects, prepares `root`, runs every selected workload, cleans up and prints the table.
+async fn run(cfg: &Config) -> anyhow::Result<()> {
+    let clock = CpuClock::new()?;
+    eprintln!(
+        "wazoo-bench: {} window={} warmup={} root={} cpu from {}",
+        cfg.hosts,
+        cfg.window,
+        cfg.warmup,
+        cfg.root,
+        clock.source().describe()
+    );
+    let zk = wazoo::Client::connect(&cfg.hosts)
+        .await
+        .with_context(|| format!("connecting to {}", cfg.hosts))?;
+    let bench = Bench::new(zk.clone(), &cfg.hosts, &cfg.root, cfg.window, clock);
+    bench.setup().await?;
+    let result = run_all(cfg, &bench).await;
+    let cleanup = bench.teardown().await;
+    zk.close().await;
+    let reports = result?;
+    cleanup?;
+    eprint!("\n{}", table(&reports));
+    Ok(())
+}
+
+/// Runs the selected workloads in order, printing each one's JSON line as soon as it is done.
+async fn run_all(cfg: &Config, bench: &Bench) -> anyhow::Result<Vec<Report>> {
+    let mut reports = Vec::new();
+    for w in Workload::ALL {
+        let count = cfg.count(w);
+        if count == 0 {
+            continue;
+        }
+        eprintln!("wazoo-bench: {} n={count} ...", w.name());
+        let report = bench
+            .run(w, count, cfg.warmup)
+            .await
+            .with_context(|| format!("workload {}", w.name()))?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+        out.flush()?;
+        reports.push(report);
+    }
+    Ok(reports)
+}

@@ -1,0 +1,730 @@
+//! Real wasm guests on the real server: the example plugins do their jobs, the seed's scenario
+//! holds in wasm, and hostile guests are contained while the host and other plugins go on.
+
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use wazoo::{
+    Binding, Client, CreateMode, IsolationMode, Plugin, PluginError, PluginHost, PluginHostConfig,
+    Policy, SessionState,
+};
+use wazoo_tests::{guest, FaultProxy, ZkServer};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+// ---- a log capture: every line the host logs, so tests can assert on plugin messages ----
+
+static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let s = String::from_utf8_lossy(buf).to_string();
+        eprint!("{s}");
+        LOG.lock().unwrap().push(s);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_log() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .try_init();
+    });
+}
+
+/// Waits until a logged line contains every one of `needles`.
+async fn logged(needles: &[&str]) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(l) = LOG
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            return l.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {needles:?} within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn count_logged(needles: &[&str]) -> usize {
+    LOG.lock()
+        .unwrap()
+        .iter()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .count()
+}
+
+// ---- shared server, per-test chroots ----
+
+fn server() -> &'static ZkServer {
+    static S: OnceLock<ZkServer> = OnceLock::new();
+    S.get_or_init(|| ZkServer::start().expect("start ZooKeeper"))
+}
+
+fn host(isolation: IsolationMode) -> PluginHost {
+    let cache = std::env::temp_dir().join("wazoo-test-cache");
+    PluginHost::new(PluginHostConfig {
+        cache_dir: Some(cache),
+        isolation,
+        ..Default::default()
+    })
+    .expect("plugin host")
+}
+
+/// A client chrooted at a fresh node named after the test, optionally through a proxy.
+async fn client(name: &str, proxy: Option<&FaultProxy>) -> (Client, Client) {
+    init_log();
+    let root = format!("/plugins-{name}");
+    let admin = Client::connect(&server().connect_string())
+        .await
+        .expect("connect");
+    let _ = admin.delete_recursive(&root).await;
+    admin
+        .create(&root, b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    admin.close().await;
+    let hosts = proxy
+        .map(|p| p.connect_string())
+        .unwrap_or_else(|| server().connect_string());
+    let zk = Client::builder(&format!("{hosts}{root}"))
+        .session_timeout(Duration::from_secs(4))
+        .max_backoff(Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap();
+    let direct = Client::connect(&format!("{}{root}", server().connect_string()))
+        .await
+        .unwrap();
+    (zk, direct)
+}
+
+fn load(
+    host: &PluginHost,
+    zk: &Client,
+    name: &str,
+    crate_name: &str,
+    policy: Policy,
+    config: &[(&str, &str)],
+) -> Plugin {
+    let config = config
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    host.load_file(zk, name, &guest(crate_name), policy, config)
+        .unwrap_or_else(|e| panic!("loading {crate_name}: {e}"))
+}
+
+async fn await_node(zk: &Client, path: &str) -> Vec<u8> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match zk.get_data(path).await {
+            Ok((d, _)) => return d,
+            Err(wazoo::Error::NoNode) => {}
+            Err(e) => panic!("reading {path}: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} did not appear within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn await_data(zk: &Client, path: &str, want: &[u8]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok((d, _)) = zk.get_data(path).await {
+            if d == want {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never held {:?}",
+            String::from_utf8_lossy(want)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The data of every child of `path`, in name order (sequential children: creation order).
+async fn children_data(zk: &Client, path: &str) -> Vec<String> {
+    let mut kids = zk
+        .get_children(path)
+        .await
+        .map(|(c, _)| c)
+        .unwrap_or_default();
+    kids.sort();
+    let mut out = Vec::new();
+    for k in kids {
+        if let Ok((d, _)) = zk.get_data(&format!("{path}/{k}")).await {
+            out.push(String::from_utf8_lossy(&d).to_string());
+        }
+    }
+    out
+}
+
+async fn await_children(zk: &Client, path: &str, pred: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let c = children_data(zk, path).await;
+        if pred(&c) {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "children of {path} never matched: {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+fn all() -> Policy {
+    Policy::default().read(["/"]).write(["/"])
+}
+
+// ---- the example plugins ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_logs_every_change() {
+    let (zk, direct) = client("audit", None).await;
+    let h = host(IsolationMode::Shared);
+    direct
+        .create("/app", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let p = load(
+        &h,
+        &zk,
+        "audit-t1",
+        "audit-log",
+        Policy::default().read(["/app"]),
+        &[],
+    );
+    p.bind(Binding::PersistentRecursive("/app".into()))
+        .await
+        .unwrap();
+    direct
+        .create("/app/x", b"1", CreateMode::Persistent)
+        .await
+        .unwrap();
+    direct.set_data("/app/x", b"2", None).await.unwrap();
+    direct.delete("/app/x", None).await.unwrap();
+    logged(&["audit-t1", "/app/x", "created"]).await;
+    logged(&["audit-t1", "/app/x", "changed"]).await;
+    logged(&["audit-t1", "/app/x", "deleted"]).await;
+    assert_eq!(p.stats().traps, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_mirror_copies_config_to_mirror() {
+    let (zk, direct) = client("mirror", None).await;
+    let h = host(IsolationMode::Shared);
+    direct
+        .create("/config", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    direct
+        .create("/config/db", b"postgres://a", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let p = load(
+        &h,
+        &zk,
+        "mirror-t",
+        "config-mirror",
+        Policy::default().read(["/config"]).write(["/mirror"]),
+        &[],
+    );
+    p.bind(Binding::PersistentRecursive("/config".into()))
+        .await
+        .unwrap();
+    p.bind(Binding::Session).await.unwrap();
+    await_data(&direct, "/mirror/db", b"postgres://a").await; // the initial copy
+    direct
+        .set_data("/config/db", b"postgres://b", None)
+        .await
+        .unwrap();
+    direct
+        .create("/config/cache", b"redis", CreateMode::Persistent)
+        .await
+        .unwrap();
+    await_data(&direct, "/mirror/db", b"postgres://b").await;
+    await_data(&direct, "/mirror/cache", b"redis").await;
+    direct.delete("/config/cache", None).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while direct.exists("/mirror/cache").await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the mirror of a deleted key was not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_reporter_writes_its_state_into_an_ephemeral() {
+    let (zk, direct) = client("reporter", None).await;
+    let h = host(IsolationMode::Shared);
+    let p = load(
+        &h,
+        &zk,
+        "reporter-t",
+        "session-reporter",
+        Policy::default().write(["/reporters"]),
+        &[("name", "r1")],
+    );
+    p.bind(Binding::Session).await.unwrap();
+    await_data(&direct, "/reporters/r1", b"connected").await;
+    let stat = direct.exists("/reporters/r1").await.unwrap().unwrap();
+    assert_eq!(
+        stat.ephemeral_owner,
+        zk.session_id(),
+        "an ephemeral of the host's session"
+    );
+    zk.close().await;
+    let deadline = Instant::now() + WAIT;
+    while direct.exists("/reporters/r1").await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the ephemeral outlived the session"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_counter_counts_with_completions() {
+    let (zk, direct) = client("counter", None).await;
+    let h = host(IsolationMode::Shared);
+    direct
+        .create("/counter", b"0", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let p = load(
+        &h,
+        &zk,
+        "counter-t",
+        "async-counter",
+        Policy::default().write(["/counter"]),
+        &[("counter", "/counter"), ("limit", "5")],
+    );
+    p.bind(Binding::Data("/counter".into())).await.unwrap();
+    // Each write re-triggers its watch: get_async, then set_async from the completion lane,
+    // until the limit.
+    direct.set_data("/counter", b"0", None).await.unwrap();
+    await_data(&direct, "/counter", b"5").await;
+    logged(&["counter-t", "set: stored"]).await;
+    assert_eq!(p.stats().traps, 0);
+}
+
+// ---- isolation, the seed's scenario, containment ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_scenario_in_wasm() {
+    init_log();
+    let proxy = FaultProxy::start(server().addr()).unwrap();
+    let (zk, direct) = client("seed", Some(&proxy)).await;
+    let h = host(IsolationMode::Shared);
+    direct
+        .create("/seed", b"v0", CreateMode::Persistent)
+        .await
+        .unwrap();
+    direct
+        .create("/states", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let p = load(
+        &h,
+        &zk,
+        "seed-t",
+        "blocking-watch",
+        all(),
+        &[
+            ("path", "/seed"),
+            ("result", "/result"),
+            ("states", "/states"),
+        ],
+    );
+    p.bind(Binding::Session).await.unwrap();
+    await_children(&direct, "/states", |c| c.iter().any(|s| s == "connected")).await;
+    p.bind(Binding::Data("/seed".into())).await.unwrap();
+    // Slow the link so the guest's get is surely in flight when the connection drops.
+    proxy.set_delay(Duration::from_millis(400));
+    direct.set_data("/seed", b"v1", None).await.unwrap();
+    logged(&["seed-t", ": get /seed"]).await;
+    proxy.set_reject(true);
+    proxy.drop_connections();
+    proxy.set_delay(Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(300)).await; // an outage the session lane must report
+    proxy.set_reject(false);
+    // While the watch handler was blocked in zookeeper.get, the same plugin's session handler
+    // heard SUSPENDED and CONNECTED...
+    await_children(&direct, "/states", |c| {
+        let s = c.iter().position(|x| x == "suspended");
+        s.is_some_and(|i| c[i..].iter().any(|x| x == "connected"))
+    })
+    .await;
+    // ...and the get then completed or failed cleanly.
+    let r = String::from_utf8(await_node(&direct, "/result").await).unwrap();
+    assert!(
+        r == "v1" || r.contains("connection-loss"),
+        "the blocked get ended with {r:?}"
+    );
+    assert_eq!(p.stats().traps, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_guest_is_cut_at_its_budget_and_nothing_else_waits() {
+    init_log();
+    let proxy = FaultProxy::start(server().addr()).unwrap();
+    let (zk, direct) = client("spin", Some(&proxy)).await;
+    assert_eq!(zk.negotiated_timeout(), Duration::from_secs(4));
+    let sid = zk.session_id();
+    let h = host(IsolationMode::Shared);
+    direct
+        .create("/spin", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let budget = Duration::from_secs(3);
+    let p = load(
+        &h,
+        &zk,
+        "spin-t",
+        "spin",
+        Policy {
+            compute_budget: budget,
+            ..all()
+        },
+        &[],
+    );
+    p.bind(Binding::Data("/spin".into())).await.unwrap();
+    p.bind(Binding::Session).await.unwrap();
+    logged(&["spin-t", "session connected"]).await;
+    let started = Instant::now();
+    direct.set_data("/spin", b"go", None).await.unwrap();
+    logged(&["spin-t", "spinning"]).await;
+    // While it spins: the completion lane keeps its latency...
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let t0 = Instant::now();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        zk.get_data("/spin")
+            .rawlink(move |r, _| {
+                let _ = tx.send(r.is_ok());
+            })
+            .unwrap();
+        assert!(rx.await.unwrap());
+        worst = worst.max(t0.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        worst < Duration::from_millis(300),
+        "completion lane latency {worst:?} while a guest spins"
+    );
+    // ...and the same plugin's session lane hears an outage at once.
+    proxy.drop_connections();
+    logged(&["spin-t", "session suspended"]).await;
+    logged(&["spin-t", "session connected"]).await;
+    // The spin is cut at its budget plus at most a tick or so (and the time the cores are shared).
+    let line = logged(&["spin-t", "compute budget"]).await;
+    let cut = started.elapsed();
+    assert!(
+        cut >= budget,
+        "cut after {cut:?}, before its budget: {line}"
+    );
+    assert!(
+        cut < budget + Duration::from_secs(2),
+        "cut only after {cut:?}"
+    );
+    assert_eq!(zk.session_id(), sid, "the 4 s session survived");
+    assert_eq!(zk.state(), SessionState::Connected);
+    // The rebuilt instance handles the next event.
+    let built = p.stats().instantiations;
+    direct.set_data("/spin", b"again", None).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while p.stats().instantiations == built {
+        assert!(
+            Instant::now() < deadline,
+            "the trapped watch instance was not rebuilt"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(count_logged(&["spin-t", "spinning"]) >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_plugin_lanes_keep_one_tenant_from_stalling_another() {
+    let (zk, direct) = client("tenants", None).await;
+    let h = host(IsolationMode::PerPlugin);
+    direct
+        .create("/t", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    direct
+        .create("/sink", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let a = load(
+        &h,
+        &zk,
+        "tenant-a",
+        "spin",
+        Policy {
+            compute_budget: Duration::from_secs(5),
+            ..all()
+        },
+        &[],
+    );
+    let b = load(&h, &zk, "tenant-b", "echo", all(), &[("sink", "/sink")]);
+    a.bind(Binding::PersistentRecursive("/t".into()))
+        .await
+        .unwrap();
+    b.bind(Binding::PersistentRecursive("/t".into()))
+        .await
+        .unwrap();
+    direct
+        .create("/t/first", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    logged(&["tenant-a", "spinning"]).await;
+    let t0 = Instant::now();
+    direct
+        .create("/t/second", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    await_children(&direct, "/sink", |c| {
+        c.iter().any(|s| s.contains("/t/second"))
+    })
+    .await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "tenant B waited {:?} behind tenant A",
+        t0.elapsed()
+    );
+    assert_eq!(b.stats().traps, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_guests_are_contained() {
+    let (zk, direct) = client("hostile", None).await;
+    let h = host(IsolationMode::PerPlugin);
+    direct
+        .create("/h", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    direct
+        .create("/allowed", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    direct
+        .create("/secret", b"keep", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let small = Policy {
+        memory_limit: 16 << 20,
+        compute_budget: Duration::from_millis(500),
+        ..Policy::default().read(["/h"])
+    };
+    let plugins = [
+        load(&h, &zk, "bomb-t", "memory-bomb", small.clone(), &[]),
+        load(&h, &zk, "recursion-t", "deep-recursion", small.clone(), &[]),
+        load(&h, &zk, "panic-t", "panic", small.clone(), &[]),
+    ];
+    let escape = load(
+        &h,
+        &zk,
+        "escape-t",
+        "escape",
+        Policy::default().read(["/h"]).write(["/allowed"]),
+        &[("forbidden", "/secret"), ("allowed", "/allowed/ok")],
+    );
+    let wasi = load(&h, &zk, "wasi-t", "wasi-escape", small.clone(), &[]);
+    let big = load(
+        &h,
+        &zk,
+        "big-t",
+        "oversized",
+        Policy {
+            max_payload: 1 << 20,
+            ..Policy::default().read(["/h"]).write(["/allowed"])
+        },
+        &[("path", "/allowed/big"), ("bytes", "2097152")],
+    );
+    // Slow but legitimate: it waits on ZooKeeper far longer than its compute budget.
+    let slow = load(
+        &h,
+        &zk,
+        "slow-t",
+        "slow-ok",
+        Policy {
+            compute_budget: Duration::from_millis(50),
+            ..Policy::default().read(["/h"]).write(["/allowed"])
+        },
+        &[("path", "/h"), ("done", "/allowed/slow-done")],
+    );
+    direct
+        .create("/allowed/slow-done", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let echo = load(
+        &h,
+        &zk,
+        "bystander-t",
+        "echo",
+        all(),
+        &[("sink", "/allowed")],
+    );
+    for p in plugins.iter().chain([&escape, &wasi, &big, &slow, &echo]) {
+        p.bind(Binding::PersistentRecursive("/h".into()))
+            .await
+            .unwrap();
+    }
+    direct
+        .create("/h/go", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+
+    logged(&["bomb-t", "plugin call failed"]).await;
+    logged(&["recursion-t", "plugin call failed"]).await;
+    logged(&["panic-t", "guest panic: boom"]).await;
+    logged(&["panic-t", "plugin call failed"]).await;
+    logged(&["escape-t", "denied"]).await;
+    await_node(&direct, "/allowed/ok").await;
+    assert_eq!(
+        direct.get_data("/secret").await.unwrap().0,
+        b"keep",
+        "nothing written outside the allow-list"
+    );
+    logged(&["big-t", "payload"]).await;
+    assert_eq!(direct.exists("/allowed/big").await.unwrap(), None);
+    await_data(&direct, "/allowed/slow-done", b"finished").await;
+    assert_eq!(slow.stats().traps, 0, "the slow guest was not killed");
+    logged(&["wasi-t", "passwd"]).await;
+    assert!(
+        LOG.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("wasi-t"))
+            .all(|l| !l.contains("root:x:0")),
+        "the guest read a host file"
+    );
+    for p in &plugins {
+        assert!(p.stats().traps >= 1, "{} trapped", p.name());
+    }
+    // The bystander saw the event, and the host goes on.
+    await_children(&direct, "/allowed", |c| {
+        c.iter().any(|s| s.contains("/h/go"))
+    })
+    .await;
+    assert_eq!(echo.stats().traps, 0);
+    assert_eq!(zk.state(), SessionState::Connected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_keeps_crashing_is_disabled() {
+    let (zk, direct) = client("disable", None).await;
+    let h = host(IsolationMode::PerPlugin);
+    direct
+        .create("/d", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let p = load(
+        &h,
+        &zk,
+        "crashy-t",
+        "panic",
+        Policy {
+            max_crashes: 3,
+            ..Policy::default().read(["/d"])
+        },
+        &[],
+    );
+    p.bind(Binding::PersistentRecursive("/d".into()))
+        .await
+        .unwrap();
+    for i in 0..6 {
+        direct
+            .create(&format!("/d/{i}"), b"", CreateMode::Persistent)
+            .await
+            .unwrap();
+    }
+    logged(&["crashy-t", "plugin disabled"]).await;
+    assert!(p.stats().disabled);
+    assert_eq!(p.stats().traps, 3, "no calls after it was disabled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_plugins_are_refused_at_load_with_a_reason() {
+    let (zk, _) = client("invalid", None).await;
+    let h = host(IsolationMode::Shared);
+    let e = h
+        .load(&zk, "text", b"hello, not wasm", Policy::default(), vec![])
+        .unwrap_err();
+    assert!(matches!(e, PluginError::NotWasm { .. }), "{e}");
+    // An empty core module.
+    let e = h
+        .load(&zk, "core", b"\0asm\x01\0\0\0", Policy::default(), vec![])
+        .unwrap_err();
+    assert!(matches!(e, PluginError::CoreModule { .. }), "{e}");
+    assert!(e.to_string().contains("wasm32-wasip2"));
+    // An empty component: it exports nothing of the world.
+    let e = h
+        .load(
+            &zk,
+            "empty",
+            b"\0asm\x0d\0\x01\0",
+            Policy::default(),
+            vec![],
+        )
+        .unwrap_err();
+    assert!(matches!(e, PluginError::WrongWorld { .. }), "{e}");
+    assert!(
+        e.to_string().contains("init") || e.to_string().contains("export"),
+        "{e}"
+    );
+    // Truncated component bytes.
+    let bytes = std::fs::read(guest("echo")).unwrap();
+    let e = h
+        .load(
+            &zk,
+            "cut",
+            &bytes[..bytes.len() / 2],
+            Policy::default(),
+            vec![],
+        )
+        .unwrap_err();
+    assert!(matches!(e, PluginError::Invalid { .. }), "{e}");
+    // Binding outside the read allow-list.
+    let p = h
+        .load(
+            &zk,
+            "narrow",
+            &bytes,
+            Policy::default().read(["/a"]),
+            vec![],
+        )
+        .unwrap();
+    let e = p
+        .bind(Binding::PersistentRecursive("/b".into()))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("allow-list"), "{e}");
+}
