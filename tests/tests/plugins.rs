@@ -728,3 +728,58 @@ async fn invalid_plugins_are_refused_at_load_with_a_reason() {
         .unwrap_err();
     assert!(e.to_string().contains("allow-list"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_the_code_and_keeps_watches_and_session() {
+    let (zk, direct) = client("reload", None).await;
+    let h = host(IsolationMode::Shared);
+    direct
+        .create("/r", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    direct
+        .create("/sink", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let p = load(
+        &h,
+        &zk,
+        "reload-t",
+        "panic",
+        Policy {
+            max_crashes: 100,
+            ..all()
+        },
+        &[("sink", "/sink")],
+    );
+    p.bind(Binding::PersistentRecursive("/r".into()))
+        .await
+        .unwrap();
+    let sid = zk.session_id();
+    direct
+        .create("/r/before", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    logged(&["reload-t", "guest panic: boom"]).await;
+    // New code, same plugin, same bindings.
+    p.reload(&std::fs::read(guest("echo")).unwrap()).unwrap();
+    direct
+        .create("/r/after", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    await_children(&direct, "/sink", |c| {
+        c.iter().any(|s| s.contains("/r/after"))
+    })
+    .await;
+    assert_eq!(zk.session_id(), sid, "the session was kept");
+    // A broken replacement is refused and the running code stays.
+    assert!(p.reload(b"not wasm").is_err());
+    direct
+        .create("/r/still", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    await_children(&direct, "/sink", |c| {
+        c.iter().any(|s| s.contains("/r/still"))
+    })
+    .await;
+}

@@ -10,6 +10,7 @@
 //!
 //! Prints one JSON object per line per measurement and a table on stderr.
 
+use std::future::IntoFuture;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 

@@ -89,6 +89,18 @@ impl GuestState {
     }
 }
 
+/// Awaits a ZooKeeper call, keeping the time out of the guest's compute budget.
+macro_rules! timed {
+    ($self:ident, $fut:expr) => {{
+        let started = std::time::Instant::now();
+        let r = $fut.await;
+        $self.host_ns = $self
+            .host_ns
+            .saturating_add(started.elapsed().as_nanos() as u64);
+        r
+    }};
+}
+
 macro_rules! check {
     ($e:expr) => {
         if let Err(e) = $e {
@@ -117,76 +129,47 @@ impl log::Host for GuestState {
 impl zookeeper::Host for GuestState {
     async fn get(&mut self, path: String) -> Res<(Vec<u8>, wit::Stat)> {
         check!(self.read_ok(&path));
-        Ok(self
-            .shared
-            .client
-            .get_data(&path)
-            .await
+        Ok(timed!(self, self.shared.client.get_data(&path))
             .map(|(d, s)| (d, stat(s)))
             .map_err(zk_error))
     }
 
     async fn exists(&mut self, path: String) -> Res<Option<wit::Stat>> {
         check!(self.read_ok(&path));
-        Ok(self
-            .shared
-            .client
-            .exists(&path)
-            .await
+        Ok(timed!(self, self.shared.client.exists(&path))
             .map(|s| s.map(stat))
             .map_err(zk_error))
     }
 
     async fn children(&mut self, path: String) -> Res<Vec<String>> {
         check!(self.read_ok(&path));
-        Ok(self
-            .shared
-            .client
-            .get_children(&path)
-            .await
+        Ok(timed!(self, self.shared.client.get_children(&path))
             .map(|(c, _)| c)
             .map_err(zk_error))
     }
 
     async fn create(&mut self, path: String, data: Vec<u8>, m: wit::CreateMode) -> Res<String> {
         check!(self.write_ok(&path, data.len()));
-        Ok(self
-            .shared
-            .client
-            .create(&path, &data, mode(m))
-            .await
-            .map_err(zk_error))
+        Ok(timed!(self, self.shared.client.create(&path, &data, mode(m))).map_err(zk_error))
     }
 
     async fn set(&mut self, path: String, data: Vec<u8>, version: Option<i32>) -> Res<wit::Stat> {
         check!(self.write_ok(&path, data.len()));
-        Ok(self
-            .shared
-            .client
-            .set_data(&path, &data, version)
-            .await
-            .map(stat)
-            .map_err(zk_error))
+        Ok(
+            timed!(self, self.shared.client.set_data(&path, &data, version))
+                .map(stat)
+                .map_err(zk_error),
+        )
     }
 
     async fn delete(&mut self, path: String, version: Option<i32>) -> Res<()> {
         check!(self.write_ok(&path, 0));
-        Ok(self
-            .shared
-            .client
-            .delete(&path, version)
-            .await
-            .map_err(zk_error))
+        Ok(timed!(self, self.shared.client.delete(&path, version)).map_err(zk_error))
     }
 
     async fn ensure_path(&mut self, path: String) -> Res<()> {
         check!(self.write_ok(&path, 0));
-        Ok(self
-            .shared
-            .client
-            .ensure_path(&path)
-            .await
-            .map_err(zk_error))
+        Ok(timed!(self, self.shared.client.ensure_path(&path)).map_err(zk_error))
     }
 
     async fn transaction(&mut self, ops: Vec<wit::Op>) -> Res<Vec<wit::OpResult>> {
@@ -209,7 +192,7 @@ impl zookeeper::Host for GuestState {
             }
             out.push(op);
         }
-        Ok(match self.shared.client.multi(&out).await {
+        Ok(match timed!(self, self.shared.client.multi(&out)) {
             Ok(results) => Ok(results
                 .into_iter()
                 .map(|r| match r {
@@ -226,7 +209,7 @@ impl zookeeper::Host for GuestState {
 
     async fn sync(&mut self, path: String) -> Res<()> {
         check!(self.read_ok(&path));
-        Ok(self.shared.client.sync(&path).await.map_err(zk_error))
+        Ok(timed!(self, self.shared.client.sync(&path)).map_err(zk_error))
     }
 
     async fn add_watch(&mut self, path: String, kind: wit::WatchKind) -> Res<()> {

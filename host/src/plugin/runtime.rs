@@ -194,7 +194,6 @@ pub(crate) struct Shared {
     pub calls: AtomicU64,
     pub traps: AtomicU64,
     pub instantiations: AtomicU64,
-    pub budget_ticks: u64,
     pub host: Arc<HostInner>,
 }
 
@@ -243,8 +242,32 @@ pub(crate) struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
-    /// Compute budget left for the current call, in epoch ticks.
-    budget_left: u64,
+    /// When the current call started.
+    call_started: Instant,
+    /// Time the current call spent awaiting ZooKeeper inside imports (not charged).
+    pub(crate) host_ns: u64,
+    /// Time the current call spent yielded to other tasks at epoch ticks (not charged).
+    paused_ns: Arc<AtomicU64>,
+}
+
+impl GuestState {
+    /// Starts the compute-budget clock of a new call.
+    fn start_call(&mut self) {
+        self.call_started = Instant::now();
+        self.host_ns = 0;
+        self.paused_ns.store(0, Ordering::Relaxed);
+    }
+
+    /// Guest execution so far in this call: wall time minus time awaiting ZooKeeper and time
+    /// yielded to other tasks.
+    fn guest_time(&self) -> Duration {
+        let excluded = self
+            .host_ns
+            .saturating_add(self.paused_ns.load(Ordering::Relaxed));
+        self.call_started
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(excluded))
+    }
 }
 
 impl WasiView for GuestState {
@@ -376,6 +399,12 @@ impl PluginHost {
         })
     }
 
+    /// Checks that `bytes` would be accepted as a plugin: WebAssembly, a component, compiling,
+    /// and fitting the `wazoo:plugin@0.1.0` world. Needs no ZooKeeper.
+    pub fn check(&self, name: &str, bytes: &[u8]) -> Result<(), PluginError> {
+        self.prepare(name, bytes).map(|_| ())
+    }
+
     /// Loads a plugin from a file. See [`PluginHost::load`].
     pub fn load_file(
         &self,
@@ -415,8 +444,6 @@ impl PluginHost {
                 .get_or_insert_with(|| GuestLanes::spawn(&self.inner.handle))
                 .clone(),
         };
-        let tick = self.inner.cfg.epoch_tick.max(Duration::from_micros(100));
-        let budget_ticks = (policy.compute_budget.as_nanos() / tick.as_nanos()).max(1) as u64;
         let shared = Arc::new(Shared {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             name: Arc::from(name),
@@ -431,7 +458,6 @@ impl PluginHost {
             calls: AtomicU64::new(0),
             traps: AtomicU64::new(0),
             instantiations: AtomicU64::new(0),
-            budget_ticks,
             host: self.inner.clone(),
         });
         tracing::info!(plugin = name, "plugin loaded");
@@ -775,7 +801,7 @@ async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<(Arc<Shared>,
             }
         }
         let inst = slot.instance.as_mut().expect("built above");
-        inst.store.data_mut().budget_left = shared.budget_ticks;
+        inst.store.data_mut().start_call();
         inst.store.set_epoch_deadline(1);
         let call = async {
             match ev {
@@ -860,22 +886,33 @@ async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
         wasi: wasi.build(),
         table: ResourceTable::new(),
         limits,
-        budget_left: shared.budget_ticks,
+        call_started: Instant::now(),
+        host_ns: 0,
+        paused_ns: Arc::new(AtomicU64::new(0)),
     };
     let mut store = Store::new(&shared.host.engine, state);
     store.limiter(|s| &mut s.limits);
-    store.epoch_deadline_callback(|mut ctx| {
-        let s = ctx.data_mut();
-        if s.budget_left == 0 {
+    store.epoch_deadline_callback(|ctx| {
+        let s = ctx.data();
+        if s.guest_time() >= s.shared.policy.compute_budget {
             return Err(wasmtime::format_err!(
                 "compute budget of {:?} exhausted (guest execution only; time waiting on ZooKeeper is not counted)",
                 s.shared.policy.compute_budget
             ));
         }
-        s.budget_left -= 1;
-        Ok(UpdateDeadline::Yield(1))
+        // Let other tasks on this thread run, and do not charge the guest for the wait.
+        let paused = s.paused_ns.clone();
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                let t = Instant::now();
+                tokio::task::yield_now().await;
+                paused.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            }),
+        ))
     });
     // Instantiation runs wasm (start functions), so the deadline must be set first.
+    store.data_mut().start_call();
     store.set_epoch_deadline(1);
     let bindings =
         tokio::time::timeout(shared.policy.wall_limit, pre.instantiate_async(&mut store))
@@ -883,7 +920,7 @@ async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
             .map_err(|_| "instantiation exceeded the wall-clock limit".to_string())?
             .map_err(|e| describe_trap(&e))?;
     shared.instantiations.fetch_add(1, Ordering::Relaxed);
-    store.data_mut().budget_left = shared.budget_ticks;
+    store.data_mut().start_call();
     let init = tokio::time::timeout(
         shared.policy.wall_limit,
         bindings.call_init(&mut store, &shared.config),

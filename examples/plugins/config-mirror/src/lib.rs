@@ -4,13 +4,16 @@
 //! neither of which may contain the other. Bind it to a persistent recursive watch on `source`.
 //!
 //! * `node-created` / `node-data-changed` on `source/<rel>`: reads it and writes the same bytes to
-//!   `target/<rel>`, creating the missing parents with `ensure_path`.
+//!   `target/<rel>` (unless it already holds them), creating the missing parents with
+//!   `ensure_path`.
 //! * `node-deleted` on `source/<rel>`: deletes `target/<rel>` (and whatever is left below it).
 //! * `resync` (the watch was re-armed after a reconnect), or the session becoming connected:
 //!   copies every node under `source` again and deletes the mirror entries that have no source.
 //!
 //! Events on `source` itself are ignored: only its descendants are mirrored. Every copy and
-//! delete is logged at debug, every resync at info with its counts, failures at warn.
+//! delete is logged at debug (`copied /config/a to /mirror/a (5 bytes)`, `deleted /mirror/a`),
+//! every resync at info with its counts (`resync (connected): 3 copied, 0 unchanged, 1 deleted,
+//! 0 failed, /config -> /mirror`), failures at warn.
 
 use wazoo_guest::{
     config, debug, info, warn, zk, CreateMode, EventType, Plugin, SessionEvent, SessionState,
@@ -53,14 +56,20 @@ fn below<'a>(base: &str, path: &'a str) -> Option<&'a str> {
 }
 
 impl ConfigMirror {
-    /// Copies `source/<rel>` to `target/<rel>`; mirrors a vanished source as a deletion.
-    fn copy(&self, rel: &str) -> Result<(), ZkError> {
+    /// Copies `source/<rel>` to `target/<rel>` unless the mirror already holds the same bytes
+    /// (then returns `false`); mirrors a vanished source as a deletion.
+    fn copy(&self, rel: &str) -> Result<bool, ZkError> {
         let (from, to) = (join(&self.source, rel), join(&self.target, rel));
         let data = match zk::get(&from) {
             Ok((data, _)) => data,
-            Err(ZkError::NoNode) => return self.remove(rel),
+            Err(ZkError::NoNode) => return self.remove(rel).map(|()| true),
             Err(e) => return Err(e),
         };
+        match zk::get(&to) {
+            Ok((old, _)) if old == data => return Ok(false),
+            Ok(_) | Err(ZkError::NoNode) => {}
+            Err(e) => return Err(e),
+        }
         match zk::set(&to, &data, None) {
             Ok(_) => {}
             Err(ZkError::NoNode) => {
@@ -79,7 +88,7 @@ impl ConfigMirror {
             Err(e) => return Err(e),
         }
         debug!("copied {from} to {to} ({} bytes)", data.len());
-        Ok(())
+        Ok(true)
     }
 
     /// Deletes `target/<rel>` and everything below it; a missing node is fine.
@@ -92,8 +101,7 @@ impl ConfigMirror {
 
     /// Copies the whole source tree and deletes the mirror entries that have no source.
     fn resync(&self, why: &str) {
-        let mut copied = 0usize;
-        let mut failed = 0usize;
+        let (mut copied, mut unchanged, mut failed) = (0usize, 0usize, 0usize);
         let mut source_rels = Vec::new();
         match descendants(&self.source) {
             Ok(rels) => source_rels = rels,
@@ -109,18 +117,25 @@ impl ConfigMirror {
         }
         for rel in &source_rels {
             match self.copy(rel) {
-                Ok(()) => copied += 1,
+                Ok(true) => copied += 1,
+                Ok(false) => unchanged += 1,
                 Err(e) => {
                     failed += 1;
                     warn!("resync ({why}): cannot copy {rel}: {}", e.describe());
                 }
             }
         }
-        let mut deleted = 0usize;
+        // Mirror entries without a source; each deletion takes its subtree along, so the
+        // entries below an entry already deleted are skipped.
+        let mut deleted: Vec<String> = Vec::new();
         match descendants(&self.target) {
             Ok(mirror_rels) => {
                 for rel in mirror_rels {
-                    if source_rels.contains(&rel) {
+                    let gone = deleted.iter().any(|d| {
+                        rel.strip_prefix(d.as_str())
+                            .is_some_and(|r| r.starts_with('/'))
+                    });
+                    if gone || source_rels.contains(&rel) {
                         continue;
                     }
                     match zk::exists(&join(&self.source, &rel)) {
@@ -133,7 +148,7 @@ impl ConfigMirror {
                         }
                     }
                     match self.remove(&rel) {
-                        Ok(()) => deleted += 1,
+                        Ok(()) => deleted.push(rel),
                         Err(e) => {
                             failed += 1;
                             warn!("resync ({why}): cannot delete {rel}: {}", e.describe());
@@ -152,8 +167,11 @@ impl ConfigMirror {
             }
         }
         info!(
-            "resync ({why}): {copied} copied, {deleted} deleted, {failed} failed, {} -> {}",
-            self.source, self.target
+            "resync ({why}): {copied} copied, {unchanged} unchanged, {} deleted, {failed} failed, \
+             {} -> {}",
+            deleted.len(),
+            self.source,
+            self.target
         );
     }
 }
@@ -238,7 +256,7 @@ impl Plugin for ConfigMirror {
             return;
         };
         let result = match ev.event_type {
-            EventType::NodeCreated | EventType::NodeDataChanged => self.copy(rel),
+            EventType::NodeCreated | EventType::NodeDataChanged => self.copy(rel).map(drop),
             EventType::NodeDeleted => self.remove(rel),
             _ => return,
         };

@@ -1,0 +1,353 @@
+//! `wazoo run CONFIG.toml`: connects (starting a private ZooKeeper when no hosts are
+//! configured), loads and binds every plugin, serves metrics, reloads plugins on SIGHUP and when
+//! their files change, and shuts down cleanly on SIGINT or SIGTERM.
+//!
+//! Standard output carries two lines for scripts and tests: `wazoo: ZooKeeper at HOSTS` once
+//! the session is up (HOSTS without the chroot), and `wazoo: ready` once every plugin is bound.
+//! Everything else is logged on standard error.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, Context, Result};
+use wazoo::{Client, Lanes, Plugin, PluginHost, PluginHostConfig};
+
+use crate::config::{Config, PluginSettings};
+use crate::local_zk::LocalZk;
+use crate::metrics;
+use crate::signals::{Sig, Signals};
+
+/// How long the lanes may take to drain at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long closing the session may take at shutdown.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often component files are checked for changes.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// A loaded plugin, its file, and the file's last seen modification time.
+pub struct Loaded {
+    /// The plugin's name.
+    pub name: String,
+    /// Its component file.
+    pub path: PathBuf,
+    /// The plugin; taken (so unloaded) at shutdown.
+    pub plugin: RwLock<Option<Plugin>>,
+    /// The component file's modification time when last (re)loaded.
+    mtime: Mutex<Option<SystemTime>>,
+}
+
+impl Loaded {
+    /// Its counters (zero once unloaded).
+    pub fn stats(&self) -> wazoo::PluginStats {
+        self.plugin
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(Plugin::stats)
+            .unwrap_or_default()
+    }
+}
+
+fn mtime(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Runs until a signal; returns the exit code.
+pub async fn run(cfg: Config, mut signals: Signals) -> Result<i32> {
+    // The private server, if any; shared with the forced-exit path.
+    let local: Arc<Mutex<Option<LocalZk>>> = Arc::new(Mutex::new(None));
+    let stop_local = {
+        let local = local.clone();
+        move || {
+            if let Some(mut zk) = local.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                zk.stop();
+                tracing::info!("private ZooKeeper stopped");
+            }
+        }
+    };
+    let hosts = match &cfg.zookeeper.hosts {
+        Some(h) => h.clone(),
+        None => {
+            let cancel = Arc::new(AtomicBool::new(false));
+            let c = cancel.clone();
+            let mut start = tokio::task::spawn_blocking(move || LocalZk::start(&c));
+            tokio::select! {
+                r = &mut start => {
+                    let zk = r.context("starting the private ZooKeeper")??;
+                    let hosts = zk.connect_string();
+                    tracing::info!(
+                        hosts = %hosts,
+                        dir = %zk.dir().display(),
+                        "no hosts configured: started a private ZooKeeper on {hosts} in {}",
+                        zk.dir().display()
+                    );
+                    *local.lock().unwrap_or_else(|p| p.into_inner()) = Some(zk);
+                    hosts
+                }
+                sig = signals.next() => {
+                    tracing::info!("{}: stopping the private ZooKeeper's start", sig.name());
+                    cancel.store(true, Ordering::Relaxed);
+                    let _ = start.await;
+                    return Ok(0);
+                }
+            }
+        }
+    };
+    let r = serve(&cfg, &hosts, &mut signals).await;
+    tokio::task::spawn_blocking(stop_local)
+        .await
+        .context("stopping the private ZooKeeper")?;
+    r
+}
+
+/// Runs `fut` unless SIGINT or SIGTERM comes first (then `None`).
+async fn or_signal<T>(
+    signals: &mut Signals,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        v = fut => Some(v),
+        sig = signals.next() => {
+            tracing::info!("{}: stopping during start-up", sig.name());
+            None
+        }
+    }
+}
+
+/// Connects, loads and binds, then serves until a signal and shuts down.
+async fn serve(cfg: &Config, hosts: &str, signals: &mut Signals) -> Result<i32> {
+    let z = &cfg.zookeeper;
+    let builder = |connect: &str| {
+        let mut b = Client::builder(connect)
+            .allow_read_only(z.read_only)
+            .lanes(Lanes::new("wazoo"));
+        if let Some(t) = z.session_timeout {
+            b = b.session_timeout(t);
+        }
+        for a in &z.auth {
+            b = b.auth(&a.scheme, &a.credentials.0);
+        }
+        b
+    };
+    let connect = match &z.chroot {
+        Some(chroot) => {
+            let Some(root) = or_signal(signals, builder(hosts).connect()).await else {
+                return Ok(0);
+            };
+            let root = root.with_context(|| format!("cannot connect to ZooKeeper at {hosts}"))?;
+            let made = root.ensure_path(chroot).await;
+            root.close().await;
+            made.with_context(|| format!("cannot create the chroot {chroot}"))?;
+            format!("{hosts}{chroot}")
+        }
+        None => hosts.to_string(),
+    };
+    let Some(client) = or_signal(signals, builder(&connect).connect()).await else {
+        return Ok(0);
+    };
+    let client = client.with_context(|| format!("cannot connect to ZooKeeper at {connect}"))?;
+    tracing::info!(
+        hosts = %connect,
+        session_id = %format!("{:#x}", client.session_id()),
+        "connected to ZooKeeper at {connect}"
+    );
+    client.add_listener(|ev, info| {
+        tracing::info!(
+            state = metrics::state_name(ev.state),
+            session_id = %format!("{:#x}", ev.session_id),
+            seq = info.seq,
+            "session {}",
+            metrics::state_name(ev.state)
+        );
+    });
+    println!("wazoo: ZooKeeper at {hosts}");
+
+    let r = serve_plugins(cfg, &client, signals).await;
+    match tokio::time::timeout(CLOSE_TIMEOUT, client.close()).await {
+        Ok(()) => tracing::info!("session closed"),
+        Err(_) => tracing::warn!("closing the session took over {CLOSE_TIMEOUT:?}; giving up"),
+    }
+    r
+}
+
+async fn serve_plugins(cfg: &Config, client: &Client, signals: &mut Signals) -> Result<i32> {
+    let max_memory = cfg
+        .plugins
+        .iter()
+        .map(|p| p.policy.memory_limit)
+        .max()
+        .unwrap_or(0)
+        .max(PluginHostConfig::default().max_memory);
+    let host = PluginHost::new(PluginHostConfig {
+        cache_dir: cfg.host.cache_dir.clone(),
+        isolation: cfg.host.isolation,
+        max_memory,
+        ..Default::default()
+    })
+    .context("cannot set up the plugin host")?;
+    let mut loaded = Vec::new();
+    for p in &cfg.plugins {
+        match or_signal(signals, load(&host, client, p)).await {
+            Some(l) => loaded.push(Arc::new(l?)),
+            None => return Ok(0),
+        }
+    }
+    let plugins = Arc::new(loaded);
+    tracing::info!(
+        plugins = %plugins.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(","),
+        "running {} plugin(s)",
+        plugins.len()
+    );
+
+    let metrics_task = match cfg.host.metrics {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (host.metrics)"))?;
+            tracing::info!(address = %addr, "metrics at http://{addr}/metrics");
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                metrics::Source {
+                    lanes: client.lanes().clone(),
+                    client: client.clone(),
+                    plugins: plugins.clone(),
+                },
+            )))
+        }
+    };
+    println!("wazoo: ready");
+
+    let mut tick = tokio::time::interval(POLL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let sig = loop {
+        tokio::select! {
+            sig = signals.next_any() => match sig {
+                Sig::Hup => {
+                    for p in plugins.iter() {
+                        *p.mtime.lock().unwrap_or_else(|e| e.into_inner()) = mtime(&p.path);
+                        reload(p.clone(), "SIGHUP");
+                    }
+                }
+                other => break other,
+            },
+            _ = tick.tick() => {
+                for p in plugins.iter() {
+                    let now = mtime(&p.path);
+                    let mut seen = p.mtime.lock().unwrap_or_else(|e| e.into_inner());
+                    if now.is_some() && now != *seen {
+                        *seen = now;
+                        drop(seen);
+                        reload(p.clone(), "its file changed");
+                    }
+                }
+            }
+        }
+    };
+
+    // Shut down while a second signal may still force the exit.
+    tracing::info!("{}: shutting down", sig.name());
+    let shutdown = async {
+        if let Some(t) = metrics_task {
+            t.abort();
+            let _ = t.await;
+        }
+        let lanes = client.lanes().clone();
+        let drained = tokio::task::spawn_blocking(move || lanes.drain(DRAIN_TIMEOUT))
+            .await
+            .unwrap_or(false);
+        if !drained {
+            tracing::warn!(
+                "the lanes did not drain within {DRAIN_TIMEOUT:?}; dropping what is left"
+            );
+        }
+        for p in plugins.iter() {
+            let plugin = p.plugin.write().unwrap_or_else(|e| e.into_inner()).take();
+            drop(plugin);
+        }
+        tracing::info!("plugins unloaded");
+    };
+    tokio::select! {
+        () = shutdown => {}
+        sig = signals.next() => {
+            tracing::warn!("{}: a second signal, exiting without waiting", sig.name());
+            return Ok(1);
+        }
+    }
+    drop(host);
+    Ok(0)
+}
+
+/// Loads one plugin and binds it.
+async fn load(host: &PluginHost, client: &Client, p: &PluginSettings) -> Result<Loaded> {
+    let seen = mtime(&p.component);
+    let bytes = std::fs::read(&p.component).with_context(|| {
+        format!(
+            "{} ({}): cannot read {}",
+            p.key,
+            p.name,
+            p.component.display()
+        )
+    })?;
+    let plugin = {
+        let (host, client, name, policy, config) = (
+            host.clone(),
+            client.clone(),
+            p.name.clone(),
+            p.policy.clone(),
+            p.config.clone(),
+        );
+        tokio::task::spawn_blocking(move || host.load(&client, &name, &bytes, policy, config))
+            .await
+            .map_err(|e| anyhow!("loading {}: {e}", p.name))?
+            .with_context(|| {
+                format!(
+                    "{} ({}): cannot load {}",
+                    p.key,
+                    p.name,
+                    p.component.display()
+                )
+            })?
+    };
+    for (key, b) in &p.bindings {
+        plugin
+            .bind(b.clone())
+            .await
+            .with_context(|| format!("{key}: cannot bind {b:?}"))?;
+        tracing::debug!(plugin = %p.name, binding = ?b, "bound");
+    }
+    Ok(Loaded {
+        name: p.name.clone(),
+        path: p.component.clone(),
+        plugin: RwLock::new(Some(plugin)),
+        mtime: Mutex::new(seen),
+    })
+}
+
+/// Reloads a plugin from its file in the background; on failure it keeps its current code.
+fn reload(p: Arc<Loaded>, why: &'static str) {
+    tokio::spawn(async move {
+        let name = p.name.clone();
+        let r = tokio::task::spawn_blocking(move || -> Result<()> {
+            let bytes = std::fs::read(&p.path)
+                .with_context(|| format!("cannot read {}", p.path.display()))?;
+            tracing::info!(plugin = %p.name, file = %p.path.display(), "reloading ({why})");
+            let guard = p.plugin.read().unwrap_or_else(|e| e.into_inner());
+            match guard.as_ref() {
+                Some(plugin) => plugin.reload(&bytes).map_err(Into::into),
+                None => Ok(()),
+            }
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(
+                plugin = %name,
+                "reload failed, the plugin keeps its previous code: {e:#}"
+            ),
+            Err(e) => tracing::error!(plugin = %name, "reload failed: {e}"),
+        }
+    });
+}
