@@ -1,39 +1,108 @@
 #!/usr/bin/env bash
-# The main job: builds wazoo, starts a private ZooKeeper on a free loopback port in a temp dir
-# (unless WAZOO_HOSTS names one), runs the tour (state listener, DataWatch, ChildrenWatch, a
-# persistent recursive watch and completion callbacks, with visible activity), and stops
-# everything on Ctrl-C.
+# The main job: builds the example plugins and the `wazoo` binary, runs
+# `wazoo run examples/demo.toml` (four wasm plugins on a private ZooKeeper that it starts
+# itself), and drives activity with the `wazoo` CLI every second or so, so the plugins' reactions
+# show in the log: audit-log reports every change, config-mirror copies /config to /mirror,
+# async-counter counts /counter up to 5, session-reporter keeps /reporters/demo. Ctrl-C stops
+# everything: wazoo closes its session and stops its ZooKeeper.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-cargo build --release -p wazoo --example tour
 
-hosts="${WAZOO_HOSTS:-}"
-if [ -z "$hosts" ]; then
-  jars="${WAZOO_ZK_JARS:-/usr/share/java}"
-  cp="${WAZOO_ZK_CLASSPATH:-$jars/zookeeper.jar:$jars/zookeeper-jute.jar:$jars/slf4j-api.jar:$jars/slf4j-simple.jar:$jars/metrics-core.jar:$jars/snappy-java.jar}"
-  dir=$(mktemp -d /tmp/wazoo-demo-XXXXXX)
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)))
-  mkdir -p "$dir/data"
-  cat > "$dir/zoo.cfg" <<CFG
-tickTime=2000
-dataDir=$dir/data
-clientPort=$port
-clientPortAddress=127.0.0.1
-maxClientCnxns=0
-admin.enableServer=false
-4lw.commands.whitelist=*
-CFG
-  echo "demo: starting a private ZooKeeper on 127.0.0.1:$port in $dir"
-  java -Xms64m -Xmx256m -XX:+UseSerialGC -Dzookeeper.admin.enableServer=false -cp "$cp" \
-    org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" >"$dir/zookeeper.log" 2>&1 &
-  zk_pid=$!
-  trap 'kill $zk_pid 2>/dev/null; wait $zk_pid 2>/dev/null; rm -rf "$dir"; echo "demo: ZooKeeper stopped"' EXIT
-  for _ in $(seq 1 150); do
-    if [ "$(exec 3<>/dev/tcp/127.0.0.1/$port && printf ruok >&3 && cat <&3)" = imok ] 2>/dev/null; then break; fi
-    sleep 0.2
-  done
-  hosts="127.0.0.1:$port"
-fi
-echo "demo: Ctrl-C to stop"
-target/release/examples/tour "$hosts"
+scripts/setup.sh
+scripts/build-guests.sh >/dev/null
+cargo build --release -p wazoo --bin wazoo
+
+wazoo=target/release/wazoo
+tmp=$(mktemp -d /tmp/wazoo-demo-XXXXXX)
+wazoo_pid=""
+
+stop() {
+  trap - INT TERM EXIT
+  if [ -n "$wazoo_pid" ] && kill -0 "$wazoo_pid" 2>/dev/null; then
+    echo "demo: stopping wazoo" >&2
+    kill -TERM "$wazoo_pid" 2>/dev/null || true
+    for _ in $(seq 1 200); do
+      kill -0 "$wazoo_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$wazoo_pid" 2>/dev/null || true
+    wait "$wazoo_pid" 2>/dev/null || true
+  fi
+  rm -rf "$tmp"
+  echo "demo: stopped" >&2
+}
+trap stop INT TERM EXIT
+
+# wazoo runs in a process group of its own (job control on), so Ctrl-C reaches only this script,
+# whose trap then sends wazoo one SIGTERM.
+set -m
+RUST_LOG="${RUST_LOG:-info}" "$wazoo" run examples/demo.toml >"$tmp/stdout" &
+wazoo_pid=$!
+set +m
+
+# wazoo prints `wazoo: ZooKeeper at HOST:PORT`, the metrics address, then `wazoo: ready`.
+for _ in $(seq 1 1200); do
+  grep -q '^wazoo: ready' "$tmp/stdout" 2>/dev/null && break
+  kill -0 "$wazoo_pid" 2>/dev/null || { echo "demo: wazoo run exited early" >&2; exit 1; }
+  sleep 0.1
+done
+grep -q '^wazoo: ready' "$tmp/stdout" || { echo "demo: wazoo run did not get ready in 120 s" >&2; exit 1; }
+WAZOO_HOSTS=$(sed -n 's/^wazoo: ZooKeeper at //p' "$tmp/stdout")
+export WAZOO_HOSTS
+metrics=$(sed -n 's|^wazoo: metrics at http://\([^/]*\)/metrics|\1|p' "$tmp/stdout")
+echo "demo: wazoo is running against ZooKeeper at $WAZOO_HOSTS; metrics at http://$metrics/metrics" >&2
+echo "demo: try in another terminal: WAZOO_HOSTS=$WAZOO_HOSTS $wazoo watch / --recursive" >&2
+echo "demo: Ctrl-C to stop" >&2
+
+say() { printf '\033[1mdemo: %s\033[0m\n' "$*" >&2; }
+cli() { "$wazoo" "$@" >/dev/null || true; }
+
+# Plugin counters from the metrics endpoint (bash's /dev/tcp, no curl needed).
+show_metrics() {
+  local host=${metrics%:*} port=${metrics##*:}
+  exec 3<>"/dev/tcp/$host/$port" || return 0
+  printf 'GET /metrics HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$metrics" >&3
+  grep -E '^wazoo_plugin_calls_total' <&3 | sed 's/^/demo:   /' >&2 || true
+  exec 3<&-
+}
+
+cli create /config --makepath
+cli create /workers --makepath
+i=0
+while kill -0 "$wazoo_pid" 2>/dev/null; do
+  i=$((i + 1))
+  case $((i % 6)) in
+    1)
+      say "set /config/db = v$i (config-mirror copies it to /mirror/db; audit-log reports it)"
+      "$wazoo" set /config/db "v$i" >/dev/null 2>&1 || cli create /config/db "v$i"
+      ;;
+    2)
+      say "create /workers/job-$i (audit-log sees the children of /workers change)"
+      cli create "/workers/job-$i" "job $i"
+      ;;
+    3)
+      say "set /counter = 0 (async-counter counts it up to 5 through the completion lane)"
+      "$wazoo" set /counter 0 >/dev/null 2>&1 || cli create /counter 0
+      ;;
+    4)
+      say "/mirror/db holds: $("$wazoo" get /mirror/db 2>/dev/null || echo '(nothing yet)'); /counter holds: $("$wazoo" get /counter 2>/dev/null || true)"
+      ;;
+    5)
+      if "$wazoo" stat /flag >/dev/null 2>&1; then
+        say "delete /flag (audit-log's exists binding reports the deletion)"
+        cli delete /flag
+      else
+        say "create /flag (audit-log's exists binding reports the creation)"
+        cli create /flag up
+      fi
+      ;;
+    0)
+      say "delete /workers/job-$((i - 4)) and /config/db (the mirror follows); plugin calls so far:"
+      cli delete "/workers/job-$((i - 4))"
+      cli delete /config/db
+      show_metrics
+      ;;
+  esac
+  sleep 1.5
+done
+echo "demo: wazoo exited" >&2

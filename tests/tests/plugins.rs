@@ -617,7 +617,13 @@ async fn hostile_guests_are_contained() {
     assert_eq!(direct.exists("/allowed/big").await.unwrap(), None);
     await_data(&direct, "/allowed/slow-done", b"finished").await;
     assert_eq!(slow.stats().traps, 0, "the slow guest was not killed");
-    logged(&["wasi-t", "passwd"]).await;
+    logged(&["wasi-t", "wasi-escape done", "0 escaped"]).await;
+    logged(&["escape-t", "escape done", "0 escaped"]).await;
+    assert_eq!(
+        count_logged(&["ESCAPED"]),
+        0,
+        "a guest got past the sandbox"
+    );
     assert!(
         LOG.lock()
             .unwrap()

@@ -2,9 +2,10 @@
 //! configured), loads and binds every plugin, serves metrics, reloads plugins on SIGHUP and when
 //! their files change, and shuts down cleanly on SIGINT or SIGTERM.
 //!
-//! Standard output carries two lines for scripts and tests: `wazoo: ZooKeeper at HOSTS` once
-//! the session is up (HOSTS without the chroot), and `wazoo: ready` once every plugin is bound.
-//! Everything else is logged on standard error.
+//! Standard output carries a few lines for scripts and tests: `wazoo: ZooKeeper at HOSTS` once
+//! the session is up (HOSTS without the chroot), `wazoo: metrics at http://ADDR/metrics` when
+//! the endpoint is configured (with the real port when the configured one is 0), and
+//! `wazoo: ready` once every plugin is bound. Everything else is logged on standard error.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -166,7 +167,7 @@ async fn serve(cfg: &Config, hosts: &str, signals: &mut Signals) -> Result<i32> 
 
     let r = serve_plugins(cfg, &client, signals).await;
     match tokio::time::timeout(CLOSE_TIMEOUT, client.close()).await {
-        Ok(()) => tracing::info!("session closed"),
+        Ok(()) => tracing::info!("closed the ZooKeeper session"),
         Err(_) => tracing::warn!("closing the session took over {CLOSE_TIMEOUT:?}; giving up"),
     }
     r
@@ -207,7 +208,9 @@ async fn serve_plugins(cfg: &Config, client: &Client, signals: &mut Signals) -> 
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (host.metrics)"))?;
+            let addr = listener.local_addr().unwrap_or(addr);
             tracing::info!(address = %addr, "metrics at http://{addr}/metrics");
+            println!("wazoo: metrics at http://{addr}/metrics");
             Some(tokio::spawn(metrics::serve(
                 listener,
                 metrics::Source {
@@ -263,10 +266,15 @@ async fn serve_plugins(cfg: &Config, client: &Client, signals: &mut Signals) -> 
                 "the lanes did not drain within {DRAIN_TIMEOUT:?}; dropping what is left"
             );
         }
-        for p in plugins.iter() {
-            let plugin = p.plugin.write().unwrap_or_else(|e| e.into_inner()).take();
-            drop(plugin);
-        }
+        // Taking a plugin waits for a reload in progress: off the async threads.
+        let all = plugins.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for p in all.iter() {
+                let plugin = p.plugin.write().unwrap_or_else(|e| e.into_inner()).take();
+                drop(plugin);
+            }
+        })
+        .await;
         tracing::info!("plugins unloaded");
     };
     tokio::select! {

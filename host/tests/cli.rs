@@ -1,0 +1,992 @@
+//! The `wazoo` binary, end to end: configuration errors, `check`, every zkCli-like subcommand
+//! (human and `--json` output, exit codes, `watch` streaming another client's changes), and
+//! `run` with the example plugins on a private ZooKeeper that `wazoo run` starts itself,
+//! including reloads, the metrics endpoint and a clean SIGTERM with events in flight.
+//!
+//! ZooKeeper servers here are private servers of `wazoo run` processes (a configuration
+//! without plugins serves as a plain server). Every wait is bounded; lines of output are awaited
+//! as they arrive.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wazoo::{BlockingClient, Client, CreateMode, CreateOptions};
+
+/// Start-up of a private server, plugin compilation included (debug build, 2 cores, tests in
+/// parallel).
+const START: Duration = Duration::from_secs(240);
+/// Anything else awaited.
+const WAIT: Duration = Duration::from_secs(60);
+
+// ---- helpers ----
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_wazoo")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf()
+}
+
+/// The folder of the guest components, built once (if missing) by scripts/build-guests.sh.
+fn guests() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = root()
+                .join(
+                    std::env::var("WAZOO_WASM_TARGET_DIR").unwrap_or_else(|_| "target/wasm".into()),
+                )
+                .join("wasm32-wasip2/release");
+            let needed = [
+                "audit_log",
+                "config_mirror",
+                "session_reporter",
+                "async_counter",
+                "slow_ok",
+            ];
+            if needed
+                .iter()
+                .any(|g| !dir.join(format!("{g}.wasm")).is_file())
+            {
+                let out = Command::new("bash")
+                    .arg(root().join("scripts/build-guests.sh"))
+                    .output()
+                    .expect("running scripts/build-guests.sh");
+                assert!(
+                    out.status.success(),
+                    "scripts/build-guests.sh failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            dir
+        })
+        .clone()
+}
+
+fn guest(name: &str) -> PathBuf {
+    guests().join(format!("{name}.wasm"))
+}
+
+/// The compilation cache shared by this file's tests.
+fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("wazoo-cli-cache")
+}
+
+/// A temporary folder, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("cli-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Lines of a child's output as they arrive.
+#[derive(Clone, Default)]
+struct Lines(Arc<(Mutex<Vec<String>>, Condvar)>);
+
+impl Lines {
+    fn pump(r: impl Read + Send + 'static, tag: &'static str) -> Lines {
+        let lines = Lines::default();
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[{tag}] {line}");
+                let (m, cv) = &*l.0;
+                m.lock().unwrap().push(line);
+                cv.notify_all();
+            }
+        });
+        lines
+    }
+
+    /// Waits for the `n`th line (1-based) matching `pred`.
+    fn wait_nth(&self, n: usize, what: &str, t: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + t;
+        let (m, cv) = &*self.0;
+        let mut g = m.lock().unwrap();
+        loop {
+            if let Some(l) = g.iter().filter(|l| pred(l)).nth(n - 1) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no line #{n} {what} within {t:?}; lines so far:\n{}",
+                g.join("\n")
+            );
+            g = cv.wait_timeout(g, left).unwrap().0;
+        }
+    }
+
+    fn wait(&self, what: &str, t: Duration, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_nth(1, what, t, pred)
+    }
+
+    fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.0 .0.lock().unwrap().iter().filter(|l| pred(l)).count()
+    }
+
+    fn all(&self) -> String {
+        self.0 .0.lock().unwrap().join("\n")
+    }
+}
+
+/// A `wazoo` process with its output; SIGTERMed (then killed) on drop.
+struct Proc {
+    child: Child,
+    out: Lines,
+    err: Lines,
+}
+
+impl Proc {
+    fn spawn(args: &[&str], tag: &'static str) -> Proc {
+        let mut child = Command::new(bin())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning wazoo");
+        let out = Lines::pump(child.stdout.take().unwrap(), tag);
+        let err = Lines::pump(child.stderr.take().unwrap(), tag);
+        Proc { child, out, err }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .expect("running kill")
+            .success();
+        assert!(ok, "kill -s {sig} failed");
+    }
+
+    fn wait_exit(&mut self, t: Duration) -> ExitStatus {
+        let deadline = Instant::now() + t;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wazoo did not exit within {t:?}; its log:\n{}",
+                self.err.all()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-s", "TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `wazoo run` with `config`, up to its `wazoo: ready`; returns it and the hosts it announced.
+fn start_run(config: &Path, tag: &'static str) -> (Proc, String) {
+    let p = Proc::spawn(&["run", config.to_str().unwrap()], tag);
+    let line = p.out.wait("announcing ZooKeeper", START, |l| {
+        l.starts_with("wazoo: ZooKeeper at ")
+    });
+    let hosts = line["wazoo: ZooKeeper at ".len()..].to_string();
+    p.out.wait("wazoo: ready", START, |l| l == "wazoo: ready");
+    (p, hosts)
+}
+
+/// A plain ZooKeeper: the private server of a `wazoo run` without plugins.
+fn server(tmp: &TempDir) -> (Proc, String) {
+    let cfg = tmp.file("server.toml", "[host]\nisolation = \"shared\"\n");
+    start_run(&cfg, "server")
+}
+
+/// Runs the CLI to completion.
+fn cli(hosts: &str, args: &[&str]) -> (i32, String, String) {
+    let out: Output = Command::new(bin())
+        .args(args)
+        .env("WAZOO_HOSTS", hosts)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running wazoo");
+    let r = (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    eprintln!("[cli] wazoo {args:?} -> {r:?}");
+    r
+}
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s:?}"))
+}
+
+/// A library client on `connect` (its runtime is only for connecting).
+fn client(connect: &str) -> (tokio::runtime::Runtime, BlockingClient) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let zk = rt
+        .block_on(Client::connect(connect))
+        .expect("connecting a test client");
+    (rt, BlockingClient::new(zk))
+}
+
+/// Waits until `path` holds `want` (awaiting watches, never sleeping).
+fn wait_data(rt: &tokio::runtime::Runtime, zk: &BlockingClient, path: &str, want: &[u8]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (now, watcher) = match zk.get_data_watch(path) {
+            Ok((data, _, w)) => (Some(data), w),
+            Err(wazoo::Error::NoNode) => match zk.exists_watch(path).unwrap() {
+                (Some(_), _) => continue,
+                (None, w) => (None, w),
+            },
+            Err(e) => panic!("reading {path}: {e}"),
+        };
+        if now.as_deref() == Some(want) {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            rt.block_on(tokio::time::timeout(left, watcher.changed()))
+                .is_ok(),
+            "{path} did not become {:?} within {WAIT:?} (it is {:?})",
+            String::from_utf8_lossy(want),
+            now.map(|d| String::from_utf8_lossy(&d).into_owned())
+        );
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// A metric's value from a Prometheus text body.
+fn metric(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{body}"))
+}
+
+// ---- configuration errors ----
+
+#[test]
+fn config_errors_name_the_file_the_key_and_the_problem() {
+    let tmp = TempDir::new("config");
+    let comp = tmp.file("p.wasm", "not checked before loading");
+    let ok_plugin = |name: &str| {
+        format!("[[plugin]]\nname = \"{name}\"\ncomponent = \"p.wasm\"\nread = [\"/app\"]\n")
+    };
+    assert!(comp.is_file());
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        ("syntax", "[zookeeper\n".into(), "syntax.toml:1:", "invalid table header"),
+        ("unknown-top", "bogus = 1\n".into(), ": bogus:", "unknown field `bogus`"),
+        (
+            "unknown-plugin-key",
+            format!("{}{}nmae = \"x\"\n", ok_plugin("a"), ok_plugin("b")),
+            ": plugin[1].nmae:",
+            "unknown field `nmae`",
+        ),
+        (
+            "wrong-type",
+            format!("{}memory_mb = \"big\"\n", ok_plugin("a")),
+            ": plugin[0].memory_mb:",
+            "invalid type: string \"big\", expected u64",
+        ),
+        (
+            "wrong-type-section",
+            "plugin = 3\n".into(),
+            ": plugin:",
+            "invalid type: integer `3`",
+        ),
+        (
+            "missing-field",
+            "[[plugin]]\ncomponent = \"p.wasm\"\n".into(),
+            ": plugin[0]:",
+            "missing field `name`",
+        ),
+        (
+            "missing-component",
+            "[[plugin]]\nname = \"a\"\ncomponent = \"nope/x.wasm\"\n".into(),
+            ": plugin[0].component:",
+            "nope/x.wasm does not exist",
+        ),
+        (
+            "invalid-read-path",
+            "[[plugin]]\nname = \"a\"\ncomponent = \"p.wasm\"\nread = [\"/ok\", \"/app/\"]\n".into(),
+            ": plugin[0].read[1]:",
+            "must not end with '/'",
+        ),
+        (
+            "invalid-bind-path",
+            format!("{}bind = [{{ data = \"/app//x\" }}]\n", ok_plugin("a")),
+            ": plugin[0].bind[0].data:",
+            "empty segment",
+        ),
+        (
+            "unknown-binding",
+            format!("{}bind = [{{ session = true }}, {{ exist = \"/app\" }}]\n", ok_plugin("a")),
+            ": plugin[0].bind[1]:",
+            "unknown variant `exist`",
+        ),
+        (
+            "empty-binding",
+            format!("{}bind = [{{}}]\n", ok_plugin("a")),
+            ": plugin[0].bind[0]:",
+            "exactly one key",
+        ),
+        (
+            "binding-outside-allow-list",
+            format!("{}bind = [{{ recursive = \"/other\" }}]\n", ok_plugin("a")),
+            ": plugin[0].bind[0].recursive:",
+            "/other is outside the plugin's read allow-list",
+        ),
+        (
+            "session-false",
+            format!("{}bind = [{{ session = false }}]\n", ok_plugin("a")),
+            ": plugin[0].bind[0].session:",
+            "binds nothing",
+        ),
+        (
+            "duplicate-binding",
+            format!("{}bind = [{{ data = \"/app\" }}, {{ exists = \"/app\" }}]\n", ok_plugin("a")),
+            ": plugin[0].bind[1]:",
+            "the same binding as plugin[0].bind[0]",
+        ),
+        (
+            "persistent-mode-conflict",
+            format!(
+                "{}bind = [{{ recursive = \"/app\" }}]\n{}bind = [{{ persistent = \"/app\" }}]\n",
+                ok_plugin("a"),
+                ok_plugin("b")
+            ),
+            ": plugin[1].bind[0]:",
+            "conflicts with the recursive watch of plugin[0].bind[0]",
+        ),
+        (
+            "unknown-isolation",
+            "[host]\nisolation = \"solo\"\n".into(),
+            ": host.isolation:",
+            "unknown variant `solo`, expected `shared` or `per-plugin`",
+        ),
+        (
+            "unknown-log",
+            "[host]\nlog = \"xml\"\n".into(),
+            ": host.log:",
+            "unknown variant `xml`",
+        ),
+        (
+            "bad-metrics",
+            "[host]\nmetrics = \"localhost\"\n".into(),
+            ": host.metrics:",
+            "expected IP:PORT",
+        ),
+        (
+            "duplicate-name",
+            format!("{}{}", ok_plugin("same"), ok_plugin("same")),
+            ": plugin[1].name:",
+            "duplicate plugin name \"same\" (already used by plugin[0])",
+        ),
+        (
+            "bad-name",
+            ok_plugin("a b"),
+            ": plugin[0].name:",
+            "is not a plugin name",
+        ),
+        (
+            "zero-limit",
+            format!("{}wall_ms = 0\n", ok_plugin("a")),
+            ": plugin[0].wall_ms:",
+            "must be greater than 0",
+        ),
+        (
+            "config-value-table",
+            format!("{}config = {{ a = {{ b = 1 }} }}\n", ok_plugin("a")),
+            ": plugin[0].config.a:",
+            "expected a string, a number or a boolean",
+        ),
+        (
+            "bad-chroot",
+            "[zookeeper]\nchroot = \"app\"\n".into(),
+            ": zookeeper.chroot:",
+            "must start with '/'",
+        ),
+        (
+            "hosts-with-chroot",
+            "[zookeeper]\nhosts = \"127.0.0.1:2181/app\"\n".into(),
+            ": zookeeper.hosts:",
+            "contains a chroot",
+        ),
+        (
+            "two-credential-sources",
+            "[zookeeper]\nauth = [{ scheme = \"digest\", credentials = \"u:secret-one\", credentials_env = \"X\" }]\n".into(),
+            ": zookeeper.auth[0]:",
+            "exactly one of credentials, credentials_env and credentials_file",
+        ),
+        (
+            "credentials-env-unset",
+            "[zookeeper]\nauth = [{ scheme = \"digest\", credentials_env = \"WAZOO_TEST_SURELY_UNSET\" }]\n".into(),
+            ": zookeeper.auth[0].credentials_env:",
+            "\"WAZOO_TEST_SURELY_UNSET\" is not set",
+        ),
+        (
+            "credentials-file-missing",
+            "[zookeeper]\nauth = [{ scheme = \"digest\", credentials_file = \"nope.txt\" }]\n".into(),
+            ": zookeeper.auth[0].credentials_file:",
+            "cannot read",
+        ),
+    ];
+    for (name, text, key, message) in &cases {
+        let file = tmp.file(&format!("{name}.toml"), text);
+        let (code, out, err) = cli("127.0.0.1:1", &["run", file.to_str().unwrap()]);
+        assert_eq!(code, 1, "{name}: exit code; stderr: {err}");
+        assert!(
+            out.is_empty(),
+            "{name}: nothing on stdout, no server: {out}"
+        );
+        assert!(
+            err.contains(file.to_str().unwrap()) && err.contains(key) && err.contains(message),
+            "{name}: expected the file, {key:?} and {message:?} in: {err}"
+        );
+        assert!(
+            !err.contains("secret-one"),
+            "{name}: a credential was printed: {err}"
+        );
+    }
+    let (code, _, err) = cli("127.0.0.1:1", &["run", "/nonexistent/wazoo.toml"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("/nonexistent/wazoo.toml")
+            && err.contains("cannot read the configuration file"),
+        "{err}"
+    );
+}
+
+// ---- check ----
+
+#[test]
+fn check_accepts_plugins_and_explains_rejections() {
+    let tmp = TempDir::new("check");
+    let audit = guest("audit_log");
+    let (code, out, _) = cli("", &["check", audit.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("accepted"), "{out}");
+    let (code, out, _) = cli("", &["check", "--json", audit.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let v = json(&out);
+    assert_eq!(v["accepted"], true, "{v}");
+
+    let garbage = tmp.file("garbage.wasm", "hello, not wasm");
+    let (code, out, _) = cli("", &["check", garbage.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("rejected") && out.contains("not a WebAssembly file"),
+        "{out}"
+    );
+
+    let core = tmp.0.join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let (code, out, _) = cli("", &["check", "--json", core.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let v = json(&out);
+    assert_eq!(v["accepted"], false);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("a core WebAssembly module, not a component"),
+        "{v}"
+    );
+
+    let (code, out, _) = cli("", &["check", "/nonexistent/x.wasm"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("cannot read /nonexistent/x.wasm"), "{out}");
+}
+
+// ---- the zkCli-like subcommands ----
+
+#[test]
+fn every_subcommand_with_and_without_json() {
+    let tmp = TempDir::new("subcommands");
+    let (_server, hosts) = server(&tmp);
+    let h = hosts.as_str();
+
+    // create: human, exists, json, makepath, missing parent, sequential, ephemeral, container, ttl
+    assert_eq!(cli(h, &["create", "/t"]), (0, "/t\n".into(), String::new()));
+    let (code, _, err) = cli(h, &["create", "/t"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    let (code, out, _) = cli(h, &["create", "/t/a", "hello", "--json"]);
+    assert_eq!(code, 0);
+    let v = json(&out);
+    assert_eq!(
+        (v["path"].as_str(), v["stat"]["version"].as_i64()),
+        (Some("/t/a"), Some(0))
+    );
+    assert_eq!(cli(h, &["create", "/t/x/y/z", "deep", "--makepath"]).0, 0);
+    let (code, _, err) = cli(h, &["create", "/t/none/child"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, out, _) = cli(h, &["create", "/t/seq-", "--sequential"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.trim().len() == "/t/seq-".len() + 10 && out.starts_with("/t/seq-"),
+        "{out}"
+    );
+    assert_eq!(cli(h, &["create", "/t/eph", "--ephemeral"]).0, 0);
+    assert_eq!(
+        cli(h, &["stat", "/t/eph"]).0,
+        2,
+        "the ephemeral went with its session"
+    );
+    assert_eq!(cli(h, &["create", "/t/cont", "--container"]).0, 0);
+    let (code, out, err) = cli(h, &["create", "/t/ttl", "--ttl", "60000", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["path"], "/t/ttl");
+    let (code, _, err) = cli(h, &["create", "/t/bad", "--ephemeral", "--container"]);
+    assert_eq!(code, 1, "a usage error: {err}");
+    let (code, _, err) = cli(h, &["create", "relative"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid path"), "{err}");
+
+    // get
+    assert_eq!(cli(h, &["get", "/t/a"]).1, "hello\n");
+    let (code, out, _) = cli(h, &["get", "/t/a", "--json"]);
+    assert_eq!(code, 0);
+    let v = json(&out);
+    assert_eq!(v["path"], "/t/a");
+    assert_eq!(v["data"], "hello");
+    assert!(v.get("data_hex").is_none());
+    assert_eq!(v["stat"]["data_length"], 5);
+    assert_eq!(v["stat"]["ephemeral_owner"], 0);
+    let (code, _, err) = cli(h, &["get", "/t/missing"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("get /t/missing: no node"), "{err}");
+    let (code, _, err) = cli(h, &["get", "/t/missing", "--json"]);
+    assert_eq!(code, 2);
+    assert_eq!(json(&err)["kind"], "no-node");
+    {
+        // Binary data, written by another client.
+        let (_rt, zk) = client(h);
+        zk.create("/t/bin", &[0xff, 0x00, 0x41], CreateMode::Persistent)
+            .unwrap();
+        zk.close();
+    }
+    assert_eq!(cli(h, &["get", "/t/bin"]).1, "0xff0041\n");
+    let v = json(&cli(h, &["get", "/t/bin", "--json"]).1);
+    assert_eq!(v["data_hex"], "ff0041");
+    assert!(v.get("data").is_none());
+
+    // set, with and without a version
+    assert_eq!(
+        cli(h, &["set", "/t/a", "v2"]),
+        (0, "/t/a: version 1\n".into(), String::new())
+    );
+    let (code, _, err) = cli(h, &["set", "/t/a", "v3", "--version", "0"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("version mismatch"), "{err}");
+    let (code, out, _) = cli(h, &["set", "/t/a", "v3", "--version", "1", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["stat"]["version"], 2);
+    assert_eq!(cli(h, &["set", "/t/missing", "x"]).0, 2);
+
+    // ls
+    let (code, out, _) = cli(h, &["ls", "/t"]);
+    assert_eq!(code, 0);
+    let names: Vec<&str> = out.lines().collect();
+    assert_eq!(names.len(), 6, "{names:?}");
+    assert_eq!(names[..3], ["a", "bin", "cont"]);
+    assert!(names[3].starts_with("seq-"), "{names:?}");
+    assert_eq!(names[4..], ["ttl", "x"]);
+    let (code, out, _) = cli(h, &["ls", "/t/x", "--stat"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("y\n\ncZxid = 0x"), "{out}");
+    assert!(out.contains("numChildren = 1\n"), "{out}");
+    let v = json(&cli(h, &["ls", "/t", "--json"]).1);
+    assert_eq!(v["path"], "/t");
+    assert_eq!(v["children"][0], "a");
+    assert_eq!(v["stat"]["num_children"].as_u64(), Some(names.len() as u64));
+    assert_eq!(cli(h, &["ls", "/t/missing"]).0, 2);
+
+    // stat
+    let (code, out, _) = cli(h, &["stat", "/t/a"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("dataVersion = 2\n") && out.contains("dataLength = 2\n"),
+        "{out}"
+    );
+    assert!(out.contains("ctime = 20"), "a UTC date: {out}");
+    let v = json(&cli(h, &["stat", "/t/a", "--json"]).1);
+    assert_eq!(
+        (v["path"].as_str(), v["stat"]["version"].as_i64()),
+        (Some("/t/a"), Some(2))
+    );
+
+    // delete: version, non-empty, recursive, missing
+    assert_eq!(cli(h, &["delete", "/t/a", "--version", "0"]).0, 4);
+    assert_eq!(
+        cli(h, &["delete", "/t/a", "--version", "2"]),
+        (0, "deleted /t/a\n".into(), String::new())
+    );
+    let (code, _, err) = cli(h, &["delete", "/t/x"]);
+    assert_eq!(code, 1, "not empty is another failure: {err}");
+    assert!(err.contains("has children"), "{err}");
+    let (code, out, _) = cli(h, &["delete", "/t/x", "--recursive", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        json(&out),
+        serde_json::json!({ "path": "/t/x", "deleted": true })
+    );
+    assert_eq!(cli(h, &["delete", "/t/x", "--recursive"]).0, 2);
+    assert_eq!(cli(h, &["delete", "/t/x"]).0, 2);
+
+    // --hosts wins over WAZOO_HOSTS; an unreachable server is another failure.
+    let (code, out, _) = cli("127.0.0.1:1", &["get", "/t/bin", "--hosts", h]);
+    assert_eq!((code, out.as_str()), (0, "0xff0041\n"));
+    let (code, _, err) = cli("127.0.0.1:1", &["get", "/", "--timeout", "1"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot connect to ZooKeeper at 127.0.0.1:1"),
+        "{err}"
+    );
+    // A chroot in the connect string.
+    assert_eq!(cli(&format!("{h}/t"), &["get", "/bin"]).1, "0xff0041\n");
+}
+
+#[test]
+fn watch_streams_another_clients_changes() {
+    let tmp = TempDir::new("watch");
+    let (_server, hosts) = server(&tmp);
+    let h = hosts.as_str();
+
+    // Recursive, human output.
+    let mut w = Proc::spawn(&["watch", "/w", "--recursive", "--hosts", h], "watch");
+    w.err
+        .wait("the watch armed", WAIT, |l| l.contains("watching /w"));
+    assert_eq!(cli(h, &["create", "/w/a", "1", "--makepath"]).0, 0);
+    assert_eq!(cli(h, &["set", "/w/a", "2"]).0, 0);
+    assert_eq!(cli(h, &["delete", "/w/a"]).0, 0);
+    for (i, want) in [
+        "node-created /w",
+        "node-created /w/a",
+        "node-data-changed /w/a",
+        "node-deleted /w/a",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let got = w.out.wait_nth(i + 1, "an event", WAIT, |_| true);
+        assert_eq!(&got, want);
+    }
+    w.signal("TERM");
+    assert!(w.wait_exit(WAIT).success());
+
+    // Persistent (not recursive), JSON output, stopped with SIGINT.
+    let mut w = Proc::spawn(&["watch", "/w", "--json", "--hosts", h], "watch-json");
+    w.err
+        .wait("the watch armed", WAIT, |l| l.contains("watching /w"));
+    assert_eq!(cli(h, &["create", "/w/b"]).0, 0);
+    assert_eq!(cli(h, &["create", "/w/b/deeper"]).0, 0); // not reported: not recursive
+    assert_eq!(cli(h, &["set", "/w", "x"]).0, 0);
+    let first = json(&w.out.wait_nth(1, "an event", WAIT, |_| true));
+    assert_eq!(
+        first,
+        serde_json::json!({ "type": "node-children-changed", "path": "/w" })
+    );
+    let second = json(&w.out.wait_nth(2, "an event", WAIT, |_| true));
+    assert_eq!(
+        second,
+        serde_json::json!({ "type": "node-data-changed", "path": "/w" })
+    );
+    w.signal("INT");
+    assert!(w.wait_exit(WAIT).success());
+    assert_eq!(w.out.count(|_| true), 2, "{}", w.out.all());
+}
+
+// ---- run ----
+
+/// A plugin section.
+fn plugin(name: &str, component: &Path, rest: &str) -> String {
+    format!(
+        "[[plugin]]\nname = \"{name}\"\ncomponent = \"{}\"\n{rest}\n",
+        component.display()
+    )
+}
+
+#[test]
+fn run_serves_plugins_on_its_private_zookeeper() {
+    let tmp = TempDir::new("run");
+    // The mirror's component is a copy, relative to the configuration, so it can be rewritten.
+    std::fs::copy(guest("config_mirror"), tmp.0.join("mirror.wasm")).unwrap();
+    let cfg = tmp.file(
+        "run.toml",
+        &format!(
+            "[zookeeper]\nchroot = \"/app\"\nsession_timeout_ms = 8000\n\
+             auth = [{{ scheme = \"digest\", credentials = \"tester:s3cret-pw\" }}]\n\
+             [host]\nisolation = \"per-plugin\"\ncache_dir = \"{}\"\nmetrics = \"127.0.0.1:0\"\n\n{}{}{}{}",
+            cache_dir().display(),
+            plugin(
+                "mirror",
+                Path::new("mirror.wasm"),
+                "config = { source = \"/config\", target = \"/mirror\" }\nread = [\"/config\"]\nwrite = [\"/mirror\"]\nbind = [{ recursive = \"/config\" }]"
+            ),
+            plugin(
+                "audit",
+                &guest("audit_log"),
+                "read = [\"/config\", \"/flag\"]\nbind = [{ recursive = \"/config\" }, { exists = \"/flag\" }]"
+            ),
+            plugin(
+                "reporter",
+                &guest("session_reporter"),
+                "config = { name = \"t\" }\nwrite = [\"/reporters\"]\nbind = [{ session = true }]"
+            ),
+            plugin(
+                "counter",
+                &guest("async_counter"),
+                "config = { counter = \"/counter\", limit = 3 }\nwrite = [\"/counter\"]\nmemory_mb = 32\ncompute_ms = 50\nwall_ms = 5000\nbind = [{ data = \"/counter\" }]"
+            ),
+        ),
+    );
+    let (mut run, hosts) = start_run(&cfg, "run");
+    let started = run.err.wait("the private server's start", WAIT, |l| {
+        l.contains("no hosts configured: started a private ZooKeeper on ")
+    });
+    let dir = started
+        .split(" in ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .map(PathBuf::from)
+        .expect("the server's folder in the log");
+    assert!(dir.is_dir(), "{dir:?}");
+    assert!(started.contains(&hosts), "{started}");
+    let metrics_line = run.out.wait("the metrics address", WAIT, |l| {
+        l.starts_with("wazoo: metrics at http://")
+    });
+    let metrics_addr = metrics_line["wazoo: metrics at http://".len()..]
+        .trim_end_matches("/metrics")
+        .to_string();
+
+    let (rt, zk) = client(&format!("{hosts}/app"));
+    // session-reporter: its ephemeral holds "connected".
+    wait_data(&rt, &zk, "/reporters/t", b"connected");
+    let owner = zk.exists("/reporters/t").unwrap().unwrap().ephemeral_owner;
+    assert_ne!(owner, 0);
+    // config-mirror copies a value; audit-log reports it.
+    zk.create_with(
+        "/config/a",
+        b"v1",
+        &CreateOptions {
+            makepath: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    wait_data(&rt, &zk, "/mirror/a", b"v1");
+    run.err.wait("audit's report", WAIT, |l| {
+        l.contains("node-created /config/a") && l.contains("plugin=audit")
+    });
+    // async-counter counts to its limit; audit's exists binding sees /flag appear.
+    zk.create("/counter", b"0", CreateMode::Persistent).unwrap();
+    wait_data(&rt, &zk, "/counter", b"3");
+    zk.create("/flag", b"", CreateMode::Persistent).unwrap();
+    run.err.wait("audit's exists binding", WAIT, |l| {
+        l.contains("node-created /flag") && l.contains("plugin=audit")
+    });
+
+    // The metrics endpoint.
+    let body = http_get(&metrics_addr, "/metrics");
+    assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body}");
+    assert!(
+        body.contains("Content-Type: text/plain; version=0.0.4"),
+        "{body}"
+    );
+    assert!(metric(&body, "wazoo_plugin_calls_total{plugin=\"mirror\"}") >= 1.0);
+    assert!(metric(&body, "wazoo_plugin_calls_total{plugin=\"counter\"}") >= 3.0);
+    assert_eq!(
+        metric(&body, "wazoo_plugin_traps_total{plugin=\"audit\"}"),
+        0.0
+    );
+    assert!(
+        metric(
+            &body,
+            "wazoo_plugin_instantiations_total{plugin=\"reporter\"}"
+        ) >= 1.0
+    );
+    assert_eq!(
+        metric(&body, "wazoo_plugin_disabled{plugin=\"counter\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(&body, "wazoo_session_state{state=\"connected\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&body, "wazoo_session_state{state=\"suspended\"}"),
+        0.0
+    );
+    for lane in ["session", "watch", "completion"] {
+        metric(
+            &body,
+            &format!("wazoo_lane_events_total{{lane=\"{lane}\"}}"),
+        );
+        metric(&body, &format!("wazoo_lane_queue_depth{{lane=\"{lane}\"}}"));
+        metric(
+            &body,
+            &format!("wazoo_lane_busy_seconds_total{{lane=\"{lane}\"}}"),
+        );
+    }
+    assert!(http_get(&metrics_addr, "/other").starts_with("HTTP/1.1 404"));
+
+    // SIGHUP reloads every plugin; the watches stay armed.
+    let reloaded = |l: &str| l.contains("plugin reloaded");
+    assert_eq!(run.err.count(reloaded), 0);
+    run.signal("HUP");
+    run.err.wait_nth(4, "four reloads", WAIT, reloaded);
+    zk.create("/config/b", b"after-hup", CreateMode::Persistent)
+        .unwrap();
+    wait_data(&rt, &zk, "/mirror/b", b"after-hup");
+
+    // Rewriting a component file reloads that plugin alone.
+    let bytes = std::fs::read(tmp.0.join("mirror.wasm")).unwrap();
+    std::fs::write(tmp.0.join("mirror.wasm"), &bytes).unwrap();
+    let line = run.err.wait_nth(5, "a fifth reload", WAIT, reloaded);
+    assert!(line.contains("plugin=mirror"), "{line}");
+    run.err.wait("the reason", WAIT, |l| {
+        l.contains("reloading (its file changed)") && l.contains("plugin=mirror")
+    });
+    zk.create("/config/c", b"after-touch", CreateMode::Persistent)
+        .unwrap();
+    wait_data(&rt, &zk, "/mirror/c", b"after-touch");
+    // The session never dropped.
+    assert_eq!(
+        zk.exists("/reporters/t").unwrap().unwrap().ephemeral_owner,
+        owner
+    );
+    zk.close();
+
+    // SIGTERM: a clean exit that stops the private server and removes its folder.
+    run.signal("TERM");
+    assert!(run.wait_exit(WAIT).success(), "{}", run.err.all());
+    let log = run.err.all();
+    for needle in [
+        "SIGTERM: shutting down",
+        "plugins unloaded",
+        "closed the ZooKeeper session",
+        "private ZooKeeper stopped",
+    ] {
+        assert!(log.contains(needle), "no {needle:?} in:\n{log}");
+    }
+    assert!(!log.contains("s3cret-pw"), "the credentials were logged");
+    assert!(!dir.exists(), "{dir:?} was not removed");
+    assert!(
+        TcpStream::connect(&hosts).is_err(),
+        "the private server still listens"
+    );
+}
+
+#[test]
+fn sigterm_with_events_in_flight_closes_the_session_at_once() {
+    let tmp = TempDir::new("sigterm");
+    let (_server, hosts) = server(&tmp);
+    let cfg = tmp.file(
+        "plugins.toml",
+        &format!(
+            "[zookeeper]\nhosts = \"{hosts}\"\n[host]\ncache_dir = \"{}\"\nlog = \"json\"\n\n{}{}{}",
+            cache_dir().display(),
+            plugin(
+                "reporter",
+                &guest("session_reporter"),
+                "config = { name = \"victim\" }\nwrite = [\"/reporters\"]\nbind = [{ session = true }]"
+            ),
+            plugin(
+                "mirror",
+                &guest("config_mirror"),
+                "read = [\"/config\"]\nwrite = [\"/mirror\"]\nbind = [{ recursive = \"/config\" }]"
+            ),
+            plugin(
+                "slow",
+                &guest("slow_ok"),
+                "config = { path = \"/slow\", rounds = 100000 }\nread = [\"/slow\"]\nwrite = [\"/slow-done\"]\nbind = [{ recursive = \"/slow\" }]"
+            ),
+        ),
+    );
+    let (mut run, announced) = start_run(&cfg, "run-json");
+    assert_eq!(announced, hosts);
+    let (rt, zk) = client(&hosts);
+    wait_data(&rt, &zk, "/reporters/victim", b"connected");
+    // The log is JSON, one object a line, with the plugin's name as a field.
+    let line = run.err.wait("the reporter's line", WAIT, |l| {
+        l.contains("\"plugin\":\"reporter\"")
+    });
+    assert!(json(&line)["message"].is_string(), "{line}");
+
+    // A slow callback in flight, and a burst of queued events behind others.
+    zk.create("/slow", b"", CreateMode::Persistent).unwrap();
+    zk.create("/config", b"", CreateMode::Persistent).unwrap();
+    run.err.wait("the slow callback started", WAIT, |l| {
+        l.contains("\"plugin\":\"slow\"") && l.contains("rounds")
+    });
+    let pending: Vec<_> = (0..300)
+        .map(|i| {
+            zk.async_client()
+                .create(&format!("/config/k{i}"), b"x", CreateMode::Persistent)
+        })
+        .map(std::future::IntoFuture::into_future)
+        .collect();
+    for p in pending {
+        rt.block_on(p).unwrap();
+    }
+    run.signal("TERM");
+    let status = run.wait_exit(WAIT);
+    assert!(status.success(), "exit {status:?}:\n{}", run.err.all());
+    // The session was closed, not abandoned: its ephemeral is gone at once.
+    assert_eq!(zk.exists("/reporters/victim").unwrap(), None);
+    zk.close();
+}
