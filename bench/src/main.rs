@@ -67,7 +67,7 @@ async fn run(cfg: &Config) -> anyhow::Result<()> {
         cfg.root,
         clock.source().describe()
     );
-    let zk = wazoo::Client::connect(&cfg.hosts)
+    let zk = connect(&cfg.hosts)
         .await
         .with_context(|| format!("connecting to {}", cfg.hosts))?;
     let bench = Bench::new(zk.clone(), &cfg.hosts, &cfg.root, cfg.window, clock);
@@ -100,4 +100,11 @@ async fn run_all(cfg: &Config, bench: &Bench) -> anyhow::Result<Vec<Report>> {
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// Connects a client; `WAZOO_BENCH_SESSION=runtime` runs its session actor on this process's
+/// runtime instead of a thread of its own (see `ClientBuilder::session_on_current_runtime`).
+pub async fn connect(hosts: &str) -> wazoo::Result<wazoo::Client> {
+    let on_runtime = std::env::var("WAZOO_BENCH_SESSION").is_ok_and(|v| v == "runtime");
+    wazoo::Client::builder(hosts).session_on_current_runtime(on_runtime).connect().await
 }

@@ -171,7 +171,7 @@ impl Bench {
                 self.multi(count, &mut meter).await?
             }
             Workload::WatchLatency => {
-                let b = Client::connect(&self.hosts)
+                let b = crate::connect(&self.hosts)
                     .await
                     .context("connecting the second client")?;
                 let res = async {

@@ -88,6 +88,18 @@ impl ClientBuilder {
         self.wait = t;
         self
     }
+    /// Run the session actor as a task on the caller's tokio runtime instead of on a thread of
+    /// its own (default false).
+    ///
+    /// This saves a cross-thread wake-up per request and per reply (about a third of the
+    /// client's CPU per operation, see BENCHMARKS.md), at a price: a task of yours that hogs the
+    /// runtime without yielding then delays pings and may lose the session. Keep the default when
+    /// callbacks or other work may monopolise the runtime's threads.
+    pub fn session_on_current_runtime(mut self, yes: bool) -> Self {
+        self.cfg.on_caller_runtime = yes;
+        self
+    }
+
     /// Credentials to add before anything else (replayed on every reconnect), e.g.
     /// `("digest", b"user:password")`.
     pub fn auth(mut self, scheme: &str, auth: &[u8]) -> Self {

@@ -51,10 +51,18 @@ pub(crate) fn spawn(
         session_id: 0,
         negotiated_timeout: cfg.session_timeout,
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let on_caller = cfg.on_caller_runtime;
     let actor = Actor::new(cfg, cs, rx, snap_tx);
+    if on_caller {
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(actor.run());
+                return Ok((tx, snap_rx));
+            }
+            Err(e) => return Err(std::io::Error::other(format!("no tokio runtime to run the session on: {e}"))),
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new()
         .name("wazoo-session".into())
         .spawn(move || rt.block_on(actor.run()))?;

@@ -190,6 +190,8 @@ pub(crate) struct SessionConfig {
     pub max_queued: usize,
     pub max_backoff: Duration,
     pub set_watches_batch: usize,
+    /// Run the actor as a task on the caller's runtime instead of a thread of its own.
+    pub on_caller_runtime: bool,
 }
 
 impl Default for SessionConfig {
@@ -202,6 +204,7 @@ impl Default for SessionConfig {
             max_queued: 10_000,
             max_backoff: Duration::from_secs(2),
             set_watches_batch: 128 * 1024,
+            on_caller_runtime: false,
         }
     }
 }
