@@ -106,5 +106,8 @@ async fn run_all(cfg: &Config, bench: &Bench) -> anyhow::Result<Vec<Report>> {
 /// runtime instead of a thread of its own (see `ClientBuilder::session_on_current_runtime`).
 pub async fn connect(hosts: &str) -> wazoo::Result<wazoo::Client> {
     let on_runtime = std::env::var("WAZOO_BENCH_SESSION").is_ok_and(|v| v == "runtime");
-    wazoo::Client::builder(hosts).session_on_current_runtime(on_runtime).connect().await
+    wazoo::Client::builder(hosts)
+        .session_on_current_runtime(on_runtime)
+        .connect()
+        .await
 }

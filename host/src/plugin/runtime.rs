@@ -632,6 +632,21 @@ impl Plugin {
         Ok(())
     }
 
+    /// Queues a synthetic watch event on the plugin's watch lane, as if ZooKeeper had sent it
+    /// (for benchmarks and tests of the runtime itself). False if the plugin no longer takes
+    /// events.
+    #[doc(hidden)]
+    pub fn inject_watch(&self, path: &str, seq: u64) -> bool {
+        self.shared.send(
+            LaneKind::Watch,
+            GuestEvent::Watch(wit::WatchEvent {
+                event_type: wit::EventType::NodeDataChanged,
+                path: path.to_string(),
+                seq,
+            }),
+        )
+    }
+
     /// Stops the plugin: no more events reach it; its watches are dropped.
     pub fn unload(self) {}
 }

@@ -59,10 +59,16 @@ pub(crate) fn spawn(
                 h.spawn(actor.run());
                 return Ok((tx, snap_rx));
             }
-            Err(e) => return Err(std::io::Error::other(format!("no tokio runtime to run the session on: {e}"))),
+            Err(e) => {
+                return Err(std::io::Error::other(format!(
+                    "no tokio runtime to run the session on: {e}"
+                )))
+            }
         }
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     std::thread::Builder::new()
         .name("wazoo-session".into())
         .spawn(move || rt.block_on(actor.run()))?;

@@ -1,0 +1,182 @@
+//! Guest-runtime benchmark: `wazoo-guests HOST:PORT [n=200000] [plugins=1000] [wasm=PATH]`.
+//!
+//! With the `noop` test guest (every handler empty; `scripts/build-guests.sh` builds it):
+//! 1. `load_cold` / `load_warm`: loading one plugin with an empty compilation cache, then 1000
+//!    plugins from the warm cache (compile or deserialize, link, lanes);
+//! 2. `first_event`: the first watch event of a plugin, which builds its instance (pooling
+//!    allocator) and runs `init`, then the call;
+//! 3. `dispatch`: empty on-watch calls through one guest lane, events injected as fast as one
+//!    producer can (`Plugin::inject_watch`), until all have run;
+//! 4. `rss_per_instance`: resident memory per idle instance, over `plugins` instances.
+//!
+//! Prints one JSON object per line and a table on stderr.
+
+use std::time::{Duration, Instant};
+
+use wazoo::{Client, IsolationMode, PluginHost, PluginHostConfig, Policy};
+
+fn arg(args: &[String], key: &str) -> Option<String> {
+    args.iter()
+        .find_map(|a| a.strip_prefix(&format!("{key}=")).map(str::to_string))
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn wait_calls(p: &wazoo::Plugin, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while p.stats().calls < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} calls ran",
+            p.stats().calls
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let hosts = args
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1:2181".into());
+    let n: u64 = arg(&args, "n")
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(200_000);
+    let plugins: usize = arg(&args, "plugins")
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(1000);
+    let wasm =
+        arg(&args, "wasm").unwrap_or_else(|| "target/wasm/wasm32-wasip2/release/noop.wasm".into());
+    let bytes = std::fs::read(&wasm)?;
+    let zk = Client::connect(&hosts).await?;
+    let cache = std::env::temp_dir().join(format!("wazoo-bench-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let host = PluginHost::new(PluginHostConfig {
+        cache_dir: Some(cache.clone()),
+        isolation: IsolationMode::PerPlugin,
+        max_instances: (plugins as u32 + 10) * 3,
+        ..Default::default()
+    })?;
+    let mut rows = Vec::new();
+    let policy = Policy {
+        compute_budget: Duration::from_secs(1),
+        ..Policy::default()
+    };
+
+    let t = Instant::now();
+    let first = host.load(&zk, "noop-0", &bytes, policy.clone(), vec![])?;
+    let cold = t.elapsed();
+    println!(
+        "{{\"bench\":\"load_cold\",\"ms\":{:.2}}}",
+        cold.as_secs_f64() * 1e3
+    );
+    rows.push((
+        "load one plugin, cold cache (compile)".to_string(),
+        format!("{:.1} ms", cold.as_secs_f64() * 1e3),
+    ));
+
+    let t = Instant::now();
+    let mut loaded = Vec::with_capacity(plugins);
+    for i in 0..plugins {
+        loaded.push(host.load(
+            &zk,
+            &format!("noop-{}", i + 1),
+            &bytes,
+            policy.clone(),
+            vec![],
+        )?);
+    }
+    let warm = t.elapsed();
+    println!(
+        "{{\"bench\":\"load_warm\",\"plugins\":{plugins},\"secs\":{:.3}}}",
+        warm.as_secs_f64()
+    );
+    rows.push((
+        format!("load {plugins} plugins, warm cache"),
+        format!(
+            "{:.3} s ({:.0} us each)",
+            warm.as_secs_f64(),
+            warm.as_secs_f64() * 1e6 / plugins as f64
+        ),
+    ));
+
+    // First event: instance build + init + call.
+    let t = Instant::now();
+    first.inject_watch("/x", 0);
+    wait_calls(&first, 1);
+    let fe = t.elapsed();
+    println!(
+        "{{\"bench\":\"first_event\",\"us\":{:.1}}}",
+        fe.as_secs_f64() * 1e6
+    );
+    rows.push((
+        "first event (instance build + init + call)".into(),
+        format!("{:.1} us", fe.as_secs_f64() * 1e6),
+    ));
+
+    // Dispatch through one guest lane.
+    let t = Instant::now();
+    for i in 0..n {
+        first.inject_watch("/x", i + 1);
+    }
+    wait_calls(&first, n + 1);
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{{\"bench\":\"dispatch\",\"n\":{n},\"secs\":{secs:.3},\"calls_s\":{:.0}}}",
+        n as f64 / secs
+    );
+    rows.push((
+        "empty on-watch through a guest lane".into(),
+        format!(
+            "{:.2} M calls/s ({:.2} us each)",
+            n as f64 / secs / 1e6,
+            secs * 1e6 / n as f64
+        ),
+    ));
+
+    // Resident memory per idle instance.
+    let before = rss_kib();
+    let t = Instant::now();
+    for p in &loaded {
+        p.inject_watch("/x", 0);
+    }
+    for p in &loaded {
+        wait_calls(p, 1);
+    }
+    let build_all = t.elapsed();
+    let after = rss_kib();
+    let per = (after.saturating_sub(before)) as f64 / plugins as f64;
+    println!("{{\"bench\":\"rss_per_instance\",\"instances\":{plugins},\"kib\":{per:.1},\"build_us\":{:.1}}}", build_all.as_secs_f64() * 1e6 / plugins as f64);
+    rows.push((
+        format!("resident memory per idle instance ({plugins})"),
+        format!("{per:.0} KiB"),
+    ));
+    rows.push((
+        "instance build + init + call, averaged over those".into(),
+        format!("{:.1} us", build_all.as_secs_f64() * 1e6 / plugins as f64),
+    ));
+
+    eprintln!("\n| measurement | result |\n|---|---|");
+    for (k, v) in rows {
+        eprintln!("| {k} | {v} |");
+    }
+    drop(loaded);
+    drop(first);
+    zk.close().await;
+    let _ = std::fs::remove_dir_all(&cache);
+    Ok(())
+}
