@@ -30,6 +30,7 @@
 
 mod guests;
 mod proxy;
+mod support;
 mod util;
 mod zk;
 
@@ -37,6 +38,7 @@ use std::time::Duration;
 
 pub use guests::guest;
 pub use proxy::FaultProxy;
+pub use support::{await_state, next_state, Proxied};
 pub use util::{four_letter_word, free_port};
 pub use zk::{Ensemble, EnsembleBuilder, ZkServer, ZkServerBuilder};
 

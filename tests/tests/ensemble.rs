@@ -9,16 +9,7 @@ use wazoo_tests::Ensemble;
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn await_state(events: &mut StateEvents, want: SessionState) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let ev = tokio::time::timeout_at(deadline, events.next())
-            .await
-            .unwrap_or_else(|_| panic!("no {want:?} within {WAIT:?}"))
-            .expect("the client is open");
-        if ev.state == want {
-            return;
-        }
-    }
+    wazoo_tests::await_state(events, want, WAIT).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,39 +11,12 @@ use wazoo::{
     AddWatchMode, BlockingClient, CallbackInfo, ChildrenWatch, Client, CreateMode, DataWatch,
     Error, EventType, LaneKind, RetryPolicy, SessionState,
 };
-use wazoo_tests::{FaultProxy, ZkServer};
+use wazoo_tests::Proxied;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Setup {
-    _server: ZkServer,
-    proxy: Arc<FaultProxy>,
-    zk: Client,
-    direct: Client,
-}
-
-async fn setup(tick_ms: u64, session: Duration) -> Setup {
-    wazoo_tests::init_tracing();
-    let server = ZkServer::builder()
-        .tick_time(tick_ms)
-        .start()
-        .expect("start ZooKeeper");
-    let proxy = Arc::new(FaultProxy::start(server.addr()).expect("start proxy"));
-    let zk = Client::builder(&proxy.connect_string())
-        .session_timeout(session)
-        .max_backoff(Duration::from_millis(200))
-        .connect()
-        .await
-        .expect("connect through the proxy");
-    let direct = Client::connect(&server.connect_string())
-        .await
-        .expect("connect directly");
-    Setup {
-        _server: server,
-        proxy,
-        zk,
-        direct,
-    }
+async fn setup(tick_ms: u64, session: Duration) -> Proxied {
+    Proxied::start(tick_ms, session).await
 }
 
 /// Receives from a std channel without blocking the async runtime.
@@ -221,7 +194,7 @@ async fn ten_thousand_recursive_watch_events_arrive_in_order() {
     // Four concurrent writers; sequential names are given in commit (zxid) order.
     let mut writers = Vec::new();
     for _ in 0..4 {
-        let c = Client::connect(&s._server.connect_string()).await.unwrap();
+        let c = Client::connect(&s.server.connect_string()).await.unwrap();
         writers.push(tokio::spawn(async move {
             for _ in 0..N / 4 / 100 {
                 let futs: Vec<_> = (0..100)

@@ -3,63 +3,21 @@
 
 use std::time::Duration;
 
-use wazoo::{
-    AddWatchMode, Client, CreateMode, Error, EventType, KeeperState, SessionState, StateEvents,
-};
-use wazoo_tests::{FaultProxy, ZkServer};
+use wazoo::{AddWatchMode, CreateMode, Error, EventType, KeeperState, SessionState, StateEvents};
+use wazoo_tests::Proxied;
 
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn next_state(events: &mut StateEvents) -> SessionState {
-    tokio::time::timeout(WAIT, events.next())
-        .await
-        .expect("a session state change in time")
-        .expect("the client is open")
-        .state
+    wazoo_tests::next_state(events, WAIT).await
 }
 
 async fn await_state(events: &mut StateEvents, want: SessionState) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let ev = tokio::time::timeout_at(deadline, events.next())
-            .await
-            .unwrap_or_else(|_| panic!("no {want:?} within {WAIT:?}"))
-            .expect("the client is open");
-        if ev.state == want {
-            return;
-        }
-    }
+    wazoo_tests::await_state(events, want, WAIT).await
 }
 
-struct Setup {
-    server: ZkServer,
-    proxy: FaultProxy,
-    zk: Client,
-    direct: Client,
-}
-
-async fn setup(tick_ms: u64, session: Duration) -> Setup {
-    wazoo_tests::init_tracing();
-    let server = ZkServer::builder()
-        .tick_time(tick_ms)
-        .start()
-        .expect("start ZooKeeper");
-    let proxy = FaultProxy::start(server.addr()).expect("start proxy");
-    let zk = Client::builder(&proxy.connect_string())
-        .session_timeout(session)
-        .max_backoff(Duration::from_millis(200))
-        .connect()
-        .await
-        .expect("connect through the proxy");
-    let direct = Client::connect(&server.connect_string())
-        .await
-        .expect("connect directly");
-    Setup {
-        server,
-        proxy,
-        zk,
-        direct,
-    }
+async fn setup(tick_ms: u64, session: Duration) -> Proxied {
+    Proxied::start(tick_ms, session).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
