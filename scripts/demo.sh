@@ -17,10 +17,12 @@ tmp=$(mktemp -d /tmp/wazoo-demo-XXXXXX)
 wazoo_pid=""
 
 stop() {
+  # Signal wazoo before anything else, and survive a closed output (e.g. a pipe into tee).
   trap - INT TERM EXIT
+  trap '' PIPE
   if [ -n "$wazoo_pid" ] && kill -0 "$wazoo_pid" 2>/dev/null; then
-    echo "demo: stopping wazoo" >&2
     kill -TERM "$wazoo_pid" 2>/dev/null || true
+    echo "demo: stopping wazoo" >&2 || true
     for _ in $(seq 1 200); do
       kill -0 "$wazoo_pid" 2>/dev/null || break
       sleep 0.1
@@ -29,7 +31,7 @@ stop() {
     wait "$wazoo_pid" 2>/dev/null || true
   fi
   rm -rf "$tmp"
-  echo "demo: stopped" >&2
+  echo "demo: stopped" >&2 || true
 }
 trap stop INT TERM EXIT
 

@@ -287,7 +287,7 @@ fn wait_data(rt: &tokio::runtime::Runtime, zk: &BlockingClient, path: &str, want
         }
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(
-            rt.block_on(tokio::time::timeout(left, watcher.changed()))
+            rt.block_on(async { tokio::time::timeout(left, watcher.changed()).await })
                 .is_ok(),
             "{path} did not become {:?} within {WAIT:?} (it is {:?})",
             String::from_utf8_lossy(want),

@@ -86,14 +86,24 @@ impl ZkArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the plugins of a configuration file until SIGINT or SIGTERM (SIGHUP reloads them).
-    /// With no zookeeper.hosts, starts a private ZooKeeper. Prints `wazoo: ZooKeeper at
-    /// HOST:PORT` and then `wazoo: ready` on stdout; logs on stderr.
+    /// Run the plugins of a configuration file until SIGINT or SIGTERM
+    ///
+    /// With no zookeeper.hosts, starts a private ZooKeeper (Debian's zookeeper package) and
+    /// stops it on exit. SIGHUP reloads every plugin from its file; a plugin whose file changes
+    /// is reloaded within a second; the session and the watches stay. SIGINT or SIGTERM drains
+    /// the lanes (5 s at most), unloads the plugins, closes the session and exits 0.
+    ///
+    /// Standard output gets `wazoo: ZooKeeper at HOST:PORT` once connected, `wazoo: metrics at
+    /// http://ADDR/metrics` when host.metrics is set, and `wazoo: ready` once every plugin is
+    /// bound. The log goes to standard error.
     Run {
         /// The configuration file (TOML).
         config: PathBuf,
     },
-    /// Check that a component would be accepted as a plugin (exit 0) or say why not (exit 1).
+    /// Check that a component would be accepted as a plugin (exit 0) or say why not (exit 1)
+    ///
+    /// Compiles the component and links it against the wazoo:plugin@0.1.0 world, as `run`
+    /// would; needs no ZooKeeper and runs no guest code.
     Check {
         /// The component file (.wasm).
         plugin: PathBuf,
@@ -175,7 +185,13 @@ enum Command {
         #[command(flatten)]
         zk: ZkArgs,
     },
-    /// Print every change at a node (or below it, with --recursive) until interrupted.
+    /// Print every change at a node (or below it, with --recursive) until interrupted
+    ///
+    /// One line per event, `TYPE PATH` (with --json, {"type": .., "path": ..}); TYPE is
+    /// node-created, node-deleted, node-data-changed, node-children-changed (not recursive
+    /// only), resync (the watch was re-added after a reconnect: changes meanwhile are not
+    /// reported) or session-lost (the session expired: the watch is added again). Exits 0 on
+    /// SIGINT or SIGTERM.
     Watch {
         /// The node (it need not exist).
         path: String,
