@@ -789,3 +789,24 @@ async fn reload_swaps_the_code_and_keeps_watches_and_session() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_handles_every_queued_event_then_takes_no_more() {
+    let (zk, _direct) = client("drain", None).await;
+    let h = host(IsolationMode::PerPlugin);
+    let p = load(&h, &zk, "drain-t", "noop", Policy::default(), &[]);
+    for i in 0..500 {
+        assert!(p.inject_watch("/x", i));
+    }
+    assert!(h.drain(WAIT).await, "the guest lane drained");
+    assert_eq!(h.queued_events(), 0);
+    assert_eq!(
+        p.stats().calls,
+        500,
+        "every queued event was handled before drain returned"
+    );
+    assert!(
+        !p.inject_watch("/x", 501),
+        "a drained host takes no new events"
+    );
+}

@@ -199,7 +199,10 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn send(self: &Arc<Self>, kind: LaneKind, ev: GuestEvent) -> bool {
-        if self.unloaded.load(Ordering::Relaxed) || self.disabled.load(Ordering::Relaxed) {
+        if self.unloaded.load(Ordering::Relaxed)
+            || self.disabled.load(Ordering::Relaxed)
+            || !self.host.accepting.load(Ordering::Relaxed)
+        {
             return false;
         }
         let tx = match kind {
@@ -207,7 +210,13 @@ impl Shared {
             LaneKind::Watch => &self.lanes.watch,
             LaneKind::Completion => &self.lanes.completion,
         };
-        tx.send((self.clone(), ev)).is_ok()
+        self.host.in_flight.fetch_add(1, Ordering::SeqCst);
+        if tx.send((self.clone(), ev)).is_ok() {
+            true
+        } else {
+            self.host.in_flight.fetch_sub(1, Ordering::SeqCst);
+            false
+        }
     }
 
     pub(crate) fn alive(&self) -> bool {
@@ -291,6 +300,10 @@ pub(crate) struct HostInner {
     pub forward: Lanes,
     stop_ticker: Arc<AtomicBool>,
     next_id: AtomicU64,
+    /// False once [`PluginHost::drain`] was called: no new events are taken.
+    accepting: AtomicBool,
+    /// Events handed to guest lanes and not yet handled.
+    in_flight: AtomicU64,
 }
 
 impl Drop for HostInner {
@@ -395,8 +408,30 @@ impl PluginHost {
                 forward: Lanes::new("guest-forward"),
                 stop_ticker: stop,
                 next_id: AtomicU64::new(1),
+                accepting: AtomicBool::new(true),
+                in_flight: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Stops taking new events for any plugin and waits until every event already handed to a
+    /// guest lane has been handled, up to `timeout`. Returns whether they all were. For a clean
+    /// shutdown: drain, then drop the plugins and close the session.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.inner.in_flight.load(Ordering::SeqCst) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// Events handed to guest lanes and not yet handled.
+    pub fn queued_events(&self) -> u64 {
+        self.inner.in_flight.load(Ordering::SeqCst)
     }
 
     /// Checks that `bytes` would be accepted as a plugin: WebAssembly, a component, compiling,
@@ -787,6 +822,7 @@ struct Slot {
 async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<(Arc<Shared>, GuestEvent)>) {
     let mut slots: HashMap<u64, Slot> = HashMap::new();
     while let Some((shared, ev)) = rx.recv().await {
+        let _done = InFlightGuard(shared.host.clone());
         if !shared.alive() {
             slots.remove(&shared.id);
             continue;
@@ -851,6 +887,15 @@ async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<(Arc<Shared>,
                 back_off(slot);
             }
         }
+    }
+}
+
+/// Counts an event as handled when dropped, whichever way its handling ended.
+struct InFlightGuard(Arc<HostInner>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -257,10 +257,13 @@ async fn serve_plugins(cfg: &Config, client: &Client, signals: &mut Signals) -> 
             t.abort();
             let _ = t.await;
         }
+        // Guest lanes first (no new events; those queued are handled), then native lanes.
+        let guests_drained = host.drain(DRAIN_TIMEOUT).await;
         let lanes = client.lanes().clone();
         let drained = tokio::task::spawn_blocking(move || lanes.drain(DRAIN_TIMEOUT))
             .await
-            .unwrap_or(false);
+            .unwrap_or(false)
+            && guests_drained;
         if !drained {
             tracing::warn!(
                 "the lanes did not drain within {DRAIN_TIMEOUT:?}; dropping what is left"
