@@ -234,6 +234,16 @@ impl Lanes {
                 return false;
             }
         }
+        // The markers signal from inside their callbacks; the counters catch up right after.
+        while LaneKind::ALL
+            .iter()
+            .any(|k| self.metrics(*k).queue_depth > 0)
+        {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::yield_now();
+        }
         true
     }
 }
