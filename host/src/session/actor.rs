@@ -474,7 +474,7 @@ impl Actor {
 
     fn write_request(
         &mut self,
-        mut req: Request,
+        req: Request,
         wbuf: &mut BytesMut,
         inflight: &mut VecDeque<InFlight>,
     ) {
@@ -485,22 +485,31 @@ impl Actor {
                 return;
             }
         }
-        let xid = self.next_xid();
-        ops::seal_frame(&mut req.frame, xid);
-        let opcode = ops::frame_opcode(&req.frame);
-        wbuf.extend_from_slice(&req.frame);
-        inflight.push_back(InFlight {
-            xid,
-            opcode,
-            reply: Reply::User(req.reply),
-            effect: req.effect,
-        });
+        self.write_frame(
+            req.frame,
+            Reply::User(req.reply),
+            req.effect,
+            wbuf,
+            inflight,
+        );
     }
 
     fn write_internal(
         &mut self,
+        frame: BytesMut,
+        reply: Reply,
+        wbuf: &mut BytesMut,
+        inflight: &mut VecDeque<InFlight>,
+    ) {
+        self.write_frame(frame, reply, Effect::None, wbuf, inflight);
+    }
+
+    /// Gives a frame its xid, queues it for writing and remembers it as in flight.
+    fn write_frame(
+        &mut self,
         mut frame: BytesMut,
         reply: Reply,
+        effect: Effect,
         wbuf: &mut BytesMut,
         inflight: &mut VecDeque<InFlight>,
     ) {
@@ -512,7 +521,7 @@ impl Actor {
             xid,
             opcode,
             reply,
-            effect: Effect::None,
+            effect,
         });
     }
 

@@ -275,26 +275,12 @@ async fn dispatch(cli: Cli) -> u8 {
             }
         }
         Command::Check { plugin, json } => {
-            init_log(
-                if cli.log_json {
-                    LogFormat::Json
-                } else {
-                    LogFormat::Human
-                },
-                "warn",
-            );
+            init_log(cli_log_format(cli.log_json), "warn");
             check(&plugin, json)
         }
         other => {
             let (zk, op) = zk_op(other);
-            init_log(
-                if cli.log_json {
-                    LogFormat::Json
-                } else {
-                    LogFormat::Human
-                },
-                "warn",
-            );
+            init_log(cli_log_format(cli.log_json), "warn");
             let conn = zk.conn();
             let mut signals = match Signals::new(false) {
                 Ok(s) => s,
@@ -422,5 +408,14 @@ fn check(file: &std::path::Path, json: bool) -> u8 {
         0
     } else {
         1
+    }
+}
+
+/// The log format the command line asks for (`--log-json`), human otherwise.
+fn cli_log_format(json: bool) -> LogFormat {
+    if json {
+        LogFormat::Json
+    } else {
+        LogFormat::Human
     }
 }
