@@ -7,4 +7,6 @@ pub(crate) mod frame;
 pub mod fuzz;
 pub(crate) mod multi;
 pub(crate) mod ops;
+#[cfg(test)]
+mod proptests;
 pub(crate) mod records;
