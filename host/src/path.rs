@@ -2,7 +2,8 @@
 //!
 //! The rules are the server's (`PathUtils.validatePath`): absolute, no trailing slash (except `/`
 //! itself, or a sequential create's prefix), no empty segment, no `.` or `..` segment, no NUL and
-//! no control or private-use characters.
+//! no control or private-use characters. The server checks UTF-16 code units, so it also refuses
+//! every character outside the Basic Multilingual Plane (a surrogate pair), and so does this.
 
 use crate::error::{Error, Result};
 
@@ -59,6 +60,10 @@ pub fn validate_path(path: &str, sequential: bool) -> Result<()> {
             || (0xfff0..=0xffff).contains(&u)
         {
             return bad("a path must not contain control or private-use characters");
+        }
+        if u > 0xffff {
+            // Java sees a surrogate pair, in the range the server refuses (U+D800..U+F8FF).
+            return bad("a path must not contain characters outside the Basic Multilingual Plane");
         }
     }
     Ok(())
@@ -152,6 +157,10 @@ mod tests {
             "/a\u{7f}",
             "/a\u{e000}",
             "/a\u{fff5}",
+            // Found by tests/prop_allowlist.rs: ZooKeeper refuses these (UTF-16 surrogates).
+            "/\u{1f600}",
+            "/a/b\u{10000}",
+            "/\u{10ffff}",
         ] {
             match validate_path(p, false) {
                 Err(Error::InvalidPath { path, reason }) => {
