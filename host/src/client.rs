@@ -47,6 +47,7 @@ pub struct ClientBuilder {
     wait: Duration,
     auth: Vec<(String, Vec<u8>)>,
     lanes: Option<Lanes>,
+    suppress_resync: bool,
 }
 
 impl ClientBuilder {
@@ -113,6 +114,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Test-only: this client's persistent watchers never hear [`EventType::Resync`], as if the
+    /// client did not tell them about reconnects. It breaks a guarantee on purpose, so that the
+    /// chaos soak (`tests/tests/soak.rs`) can show its checker catches the loss. Not for use.
+    #[doc(hidden)]
+    pub fn suppress_resync_for_tests(mut self, yes: bool) -> Self {
+        self.suppress_resync = yes;
+        self
+    }
+
     /// Starts the session and waits until it is connected (read-write, or read-only when
     /// allowed). Fails with [`Error::Timeout`] if no server accepted it in time.
     pub async fn connect(self) -> Result<Client> {
@@ -122,7 +132,12 @@ impl ClientBuilder {
             .map_err(|e| Error::InvalidArgument(format!("cannot start the session thread: {e}")))?;
         let lanes = self.lanes.unwrap_or_else(|| Lanes::new("client"));
         let client = Client {
-            inner: Arc::new(Inner { tx, snap, chroot }),
+            inner: Arc::new(Inner {
+                tx,
+                snap,
+                chroot,
+                suppress_resync: self.suppress_resync,
+            }),
             lanes,
         };
         let mut auth_replies = Vec::new();
@@ -212,6 +227,8 @@ impl OneshotWatcher {
 #[derive(Debug)]
 pub struct PersistentWatcher {
     rx: mpsc::UnboundedReceiver<WatchedEvent>,
+    /// See [`ClientBuilder::suppress_resync_for_tests`].
+    suppress_resync: bool,
 }
 
 impl PersistentWatcher {
@@ -219,12 +236,29 @@ impl PersistentWatcher {
     /// away are not replayed by the server), or a final `None`-type event when the session ends;
     /// then `None`.
     pub async fn next(&mut self) -> Option<WatchedEvent> {
-        self.rx.recv().await
+        loop {
+            let ev = self.rx.recv().await;
+            if !self.suppressed(&ev) {
+                return ev;
+            }
+        }
     }
 
     /// The next event if one is already there.
     pub fn try_next(&mut self) -> Option<WatchedEvent> {
-        self.rx.try_recv().ok()
+        loop {
+            let ev = self.rx.try_recv().ok();
+            if !self.suppressed(&ev) {
+                return ev;
+            }
+        }
+    }
+
+    fn suppressed(&self, ev: &Option<WatchedEvent>) -> bool {
+        self.suppress_resync
+            && ev
+                .as_ref()
+                .is_some_and(|e| e.event_type == EventType::Resync)
     }
 }
 
@@ -246,6 +280,8 @@ pub(crate) struct Inner {
     tx: mpsc::UnboundedSender<Command>,
     snap: watch::Receiver<Snapshot>,
     chroot: Chroot,
+    /// See [`ClientBuilder::suppress_resync_for_tests`].
+    suppress_resync: bool,
 }
 
 /// An async ZooKeeper client: a handle onto one session. Clone it freely; the session closes
@@ -428,6 +464,7 @@ impl Client {
             wait: Duration::from_secs(15),
             auth: Vec::new(),
             lanes: None,
+            suppress_resync: false,
         }
     }
 
@@ -995,7 +1032,10 @@ impl Client {
         let (tx, rx) = mpsc::unbounded_channel();
         let req = self.add_watch_req(path, mode, WatchSink::Stream(tx));
         self.pending(req, dec_empty_or_err).await?;
-        Ok(PersistentWatcher { rx })
+        Ok(PersistentWatcher {
+            rx,
+            suppress_resync: self.inner.suppress_resync,
+        })
     }
 
     /// As [`Client::add_watch`]; `watcher` runs on the watch lane for every event until it
@@ -1004,8 +1044,12 @@ impl Client {
         &self,
         path: &str,
         mode: AddWatchMode,
-        watcher: impl FnMut(WatchedEvent, CallbackInfo) -> bool + Send + 'static,
+        mut watcher: impl FnMut(WatchedEvent, CallbackInfo) -> bool + Send + 'static,
     ) -> Pending<()> {
+        let suppress = self.inner.suppress_resync;
+        let watcher = move |ev: WatchedEvent, info| {
+            (suppress && ev.event_type == EventType::Resync) || watcher(ev, info)
+        };
         let sink = WatchSink::LaneMany {
             lanes: self.lanes.clone(),
             f: Arc::new(std::sync::Mutex::new(watcher)),

@@ -9,6 +9,8 @@
 //! * [`FaultProxy`]: drops, blackholes, rejects, delays or cuts connections
 //!   after the reply to a chosen request type.
 //! * [`free_port`], [`four_letter_word`], [`init_tracing`], [`wait_until`].
+//! * [`chaos`]: the chaos soak's seeded fault plan, request ledger, invariant
+//!   checker and memory sampling (`tests/tests/soak.rs`).
 //!
 //! ZooKeeper must be installed: a missing `java` or missing jars make every
 //! start fail loudly with an error that says to install Debian's `zookeeper`
@@ -28,6 +30,7 @@
 //! Starting and waiting block the calling thread; from async tests prefer the
 //! multi-thread runtime flavour so that other tasks keep running meanwhile.
 
+pub mod chaos;
 mod guests;
 mod proxy;
 mod support;
