@@ -523,10 +523,11 @@ impl Client {
 
     /// A frame for `opcode` whose body starts with the (chrooted) path.
     fn path_frame(&self, opcode: i32, path: &str, extra: usize) -> BytesMut {
-        let sp = self.server_path(path);
-        let mut f = ops::start_frame(opcode, sp.len() + 4 + extra);
-        f.put_i32(sp.len() as i32);
-        f.put_slice(sp.as_bytes());
+        let c = &self.inner.chroot;
+        let len = c.server_len(path);
+        let mut f = ops::start_frame(opcode, len + 4 + extra);
+        f.put_i32(len as i32);
+        c.put(path, &mut f);
         f
     }
 

@@ -18,6 +18,43 @@ use crate::error::{Error, Result};
 /// assert!(validate_path("a", false).is_err());
 /// ```
 pub fn validate_path(path: &str, sequential: bool) -> Result<()> {
+    // One pass over the bytes for the common case (ASCII, valid). Anything unusual (an error,
+    // a non-ASCII character) goes to the exact check, which also words the error.
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
+        return validate_exact(path, sequential);
+    }
+    if b.len() == 1 {
+        return Ok(());
+    }
+    let mut end = b.len();
+    if b[end - 1] == b'/' {
+        if !sequential {
+            return validate_exact(path, sequential);
+        }
+        end -= 1;
+    }
+    let mut start = 1;
+    let mut i = 1;
+    while i <= end {
+        let c = if i == end { b'/' } else { b[i] };
+        if c == b'/' {
+            let seg = &b[start..i];
+            if seg.is_empty() || seg == b"." || seg == b".." {
+                return validate_exact(path, sequential);
+            }
+            start = i + 1;
+        } else if !(0x20..0x7f).contains(&c) {
+            return validate_exact(path, sequential);
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// The rules, character by character: the reference for [`validate_path`]'s fast path and the
+/// source of its error messages.
+fn validate_exact(path: &str, sequential: bool) -> Result<()> {
     let bad = |reason: &'static str| {
         Err(Error::InvalidPath {
             path: path.to_string(),
@@ -103,6 +140,27 @@ impl Chroot {
         }
     }
 
+    /// The length of [`Chroot::apply`]'s result, without building it.
+    pub(crate) fn server_len(&self, path: &str) -> usize {
+        match &self.0 {
+            None => path.len(),
+            Some(root) if path == "/" => root.len(),
+            Some(root) => root.len() + path.len(),
+        }
+    }
+
+    /// Appends the server's path for `path` to `buf` (what [`Chroot::apply`] returns).
+    pub(crate) fn put(&self, path: &str, buf: &mut impl bytes::BufMut) {
+        match &self.0 {
+            None => buf.put_slice(path.as_bytes()),
+            Some(root) if path == "/" => buf.put_slice(root.as_bytes()),
+            Some(root) => {
+                buf.put_slice(root.as_bytes());
+                buf.put_slice(path.as_bytes());
+            }
+        }
+    }
+
     /// The user's path for a path the server sent. A path outside the chroot (which the server
     /// should never send) is returned unchanged.
     pub(crate) fn strip<'a>(&self, path: &'a str) -> &'a str {
@@ -120,6 +178,48 @@ impl Chroot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_path_agrees_with_the_exact_rules() {
+        // Every path up to length 5 over an alphabet with the interesting characters.
+        let alphabet = ['/', '.', 'a', '\u{1}', '\u{7f}', 'é', '\u{e000}', '\0'];
+        let mut paths = vec![String::new()];
+        let mut all = Vec::new();
+        for _ in 0..5 {
+            let mut next = Vec::new();
+            for p in &paths {
+                for c in alphabet {
+                    let mut q = p.clone();
+                    q.push(c);
+                    next.push(q);
+                }
+            }
+            all.extend(next.iter().cloned());
+            paths = next;
+        }
+        for p in &all {
+            for seq in [false, true] {
+                assert_eq!(
+                    validate_path(p, seq).is_ok(),
+                    validate_exact(p, seq).is_ok(),
+                    "{p:?} sequential={seq}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn chroot_put_matches_apply() {
+        for root in ["", "/app", "/a/b"] {
+            let c = Chroot::new(root).unwrap();
+            for p in ["/", "/x", "/x/y"] {
+                let mut b = Vec::new();
+                c.put(p, &mut b);
+                assert_eq!(b, c.apply(p).as_bytes());
+                assert_eq!(c.server_len(p), b.len());
+            }
+        }
+    }
 
     #[test]
     fn accepts_valid_paths() {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -36,6 +36,19 @@ use crate::rand::Rng;
 const HIGH_WATER: usize = 4 * 1024 * 1024;
 /// Commands taken in one go before the loop looks at the socket again.
 const BATCH: usize = 512;
+/// Corking: while at least this many requests sent earlier still await their replies, new
+/// requests wait in the write buffer. The server has that much work queued anyway, so holding
+/// them costs no throughput, and one large `writev` replaces many small ones (on loopback each
+/// also pays for waking the server). Below it, and for sequential callers, writes go at once.
+const CORK_AWAITING: usize = 64;
+/// ... unless this much is waiting to be written.
+const CORK_BYTES: usize = 256 * 1024;
+/// Room kept free in the read buffer before each read, so one read takes a whole burst.
+const READ_ROOM: usize = 32 * 1024;
+/// The smallest reply the server sends (length prefix and reply header, no body).
+const MIN_REPLY: usize = 4 + REPLY_HEADER_LEN;
+/// The most the socket's receive low-water mark is raised to (see [`RecvLowat`]).
+const MAX_LOWAT: usize = 16 * 1024;
 /// How long `close` waits for the server's answer.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
@@ -134,6 +147,9 @@ struct Actor {
     last_zxid: i64,
     seen_rw: bool,
     xid: i32,
+    /// Requests in the write buffer not yet handed to the socket (the newest `unsent` entries
+    /// of the in-flight queue).
+    unsent: usize,
     queued: VecDeque<Request>,
     watches: WatchRegistry,
     auths: Vec<Auth>,
@@ -141,6 +157,9 @@ struct Actor {
     closed: bool,
     close_waiters: Vec<oneshot::Sender<()>>,
     last_contact: Instant,
+    /// Something arrived since `last_contact` was last brought up to date (done per tick and
+    /// when a connection ends, not per read).
+    heard: bool,
     prefer: Option<SocketAddr>,
     rng: Rng,
 }
@@ -168,6 +187,7 @@ impl Actor {
             last_zxid: 0,
             seen_rw: false,
             xid: 0,
+            unsent: 0,
             queued: VecDeque::new(),
             watches: WatchRegistry::default(),
             auths: Vec::new(),
@@ -175,6 +195,7 @@ impl Actor {
             closed: false,
             close_waiters: Vec::new(),
             last_contact: Instant::now(),
+            heard: false,
             prefer: None,
             rng: Rng::new(),
         }
@@ -517,6 +538,7 @@ impl Actor {
         ops::seal_frame(&mut frame, xid);
         let opcode = ops::frame_opcode(&frame);
         wbuf.extend_from_slice(&frame);
+        self.unsent += 1;
         inflight.push_back(InFlight {
             xid,
             opcode,
@@ -567,6 +589,7 @@ impl Actor {
         };
 
         let mut wbuf = BytesMut::with_capacity(64 * 1024);
+        self.unsent = 0;
         let mut inflight: VecDeque<InFlight> = VecDeque::new();
         let mut auth_inflight: VecDeque<u64> = VecDeque::new();
         // Prime, in the Java client's order: auth, watches, then queued requests.
@@ -602,6 +625,9 @@ impl Actor {
                 &mut probe,
             )
             .await;
+        if std::mem::take(&mut self.heard) {
+            self.last_contact = Instant::now();
+        }
         match &why {
             Disconnect::Closed => debug!("session closed"),
             other => info!(%addr, "connection lost: {other:?}"),
@@ -642,9 +668,14 @@ impl Actor {
         auth_inflight: &mut VecDeque<u64>,
         probe: &mut Option<Probe>,
     ) -> Disconnect {
+        let mut lowat = RecvLowat::new(stream);
         let (mut rd, mut wr) = stream.split();
+        // Liveness is judged at tick granularity: the loop only notes that something was
+        // received or sent, and the tick turns that into a time (no clock read per batch).
         let mut last_send = Instant::now();
-        let mut last_recv = Instant::now();
+        let mut last_recv = last_send;
+        let mut sent = false;
+        let mut flushing = false;
         let mut tick = tokio::time::interval((self.timeout / 10).max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut closing_since: Option<Instant> = None;
@@ -655,6 +686,15 @@ impl Actor {
         }
         loop {
             let take_commands = wbuf.len() < HIGH_WATER;
+            let write = !wbuf.is_empty()
+                && (flushing
+                    || inflight.len() - self.unsent < CORK_AWAITING
+                    || wbuf.len() >= CORK_BYTES
+                    || closing_since.is_some());
+            if rbuf.capacity() - rbuf.len() < READ_ROOM {
+                rbuf.reserve(2 * READ_ROOM);
+            }
+            lowat.update(inflight.len() - self.unsent);
             tokio::select! {
                 biased;
                 r = rd.read_buf(rbuf) => {
@@ -663,24 +703,22 @@ impl Actor {
                         Err(e) => return Disconnect::Io(e),
                         Ok(_) => {}
                     }
-                    last_recv = Instant::now();
-                    self.last_contact = last_recv;
-                    loop {
-                        match next_frame(rbuf, self.cfg.max_frame) {
-                            Ok(Some(frame)) => {
-                                if let Err(d) = self.on_frame(frame, wbuf, inflight, auth_inflight) {
-                                    return d;
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => return Disconnect::Protocol(e),
-                        }
+                    self.heard = true;
+                    lowat.read();
+                    if let Err(d) = self.take_frames(rbuf, wbuf, inflight, auth_inflight) {
+                        return d;
                     }
                 }
-                r = wr.write_buf(wbuf), if !wbuf.is_empty() => {
+                r = wr.write_buf(wbuf), if write => {
                     if let Err(e) = r {
                         return Disconnect::Io(e);
                     }
+                    // Once started, a flush goes on until the buffer is empty.
+                    flushing = !wbuf.is_empty();
+                    if !flushing {
+                        self.unsent = 0;
+                    }
+                    sent = true;
                 }
                 cmd = self.rx.recv(), if take_commands => {
                     let mut cmd = cmd;
@@ -735,9 +773,32 @@ impl Actor {
                             Err(mpsc::error::TryRecvError::Disconnected) => cmd = None,
                         }
                     }
-                    last_send = Instant::now();
                 }
-                _ = tick.tick() => {
+                () = lowat.expired(), if lowat.waiting() => {
+                    // Replies may be trickling in below the mark: take what is there.
+                    lowat.hold();
+                    match rd.try_read_buf(rbuf) {
+                        Ok(0) => return if closing_since.is_some() { Disconnect::Closed } else { Disconnect::Eof },
+                        Ok(_) => {
+                            self.heard = true;
+                            if let Err(d) = self.take_frames(rbuf, wbuf, inflight, auth_inflight) {
+                                return d;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Disconnect::Io(e),
+                    }
+                }
+                now = tick.tick() => {
+                    let now = now.into_std();
+
+                    if std::mem::take(&mut self.heard) {
+                        last_recv = now;
+                        self.last_contact = now;
+                    }
+                    if std::mem::take(&mut sent) {
+                        last_send = now;
+                    }
                     if let Some(since) = closing_since {
                         if since.elapsed() >= CLOSE_WAIT {
                             warn!("the server did not answer closeSession in time");
@@ -751,7 +812,9 @@ impl Actor {
                         let mut f = ops::start_frame(op::PING, 0);
                         ops::seal_frame(&mut f, XID_PING);
                         wbuf.extend_from_slice(&f);
-                        last_send = Instant::now();
+                        last_send = now;
+                        // A ping is never corked: the server must hear from us.
+                        flushing = true;
                     }
                 }
                 addr = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
@@ -760,6 +823,22 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// Handles every complete frame in `rbuf`.
+    fn take_frames(
+        &mut self,
+        rbuf: &mut BytesMut,
+        wbuf: &mut BytesMut,
+        inflight: &mut VecDeque<InFlight>,
+        auth_inflight: &mut VecDeque<u64>,
+    ) -> std::result::Result<(), Disconnect> {
+        while let Some(frame) =
+            next_frame(rbuf, self.cfg.max_frame).map_err(Disconnect::Protocol)?
+        {
+            self.on_frame(frame, wbuf, inflight, auth_inflight)?;
+        }
+        Ok(())
     }
 
     /// Removes a watch nobody wants any more from the server. ZooKeeper 3.8 removes persistent
@@ -871,7 +950,10 @@ impl Actor {
                 match p.reply {
                     Reply::User(sink) => {
                         let res = if h.err == 0 {
-                            Ok(frame.split_off(REPLY_HEADER_LEN).freeze())
+                            {
+                                frame.advance(REPLY_HEADER_LEN);
+                                Ok(frame.freeze())
+                            }
                         } else {
                             Err(Error::from_code(h.err))
                         };
@@ -996,4 +1078,113 @@ async fn isro(addr: SocketAddr) -> Option<String> {
         .await
         .ok()
         .flatten()
+}
+
+/// The session socket's receive low-water mark (`SO_RCVLOWAT`): while many replies are due,
+/// the kernel wakes the actor only once enough bytes for several of them have arrived, so one
+/// read takes a batch instead of one reply per wake-up (on a 2-core machine with the server
+/// next door, one wake-up per reply was most of the client's CPU). The mark never exceeds what
+/// the replies still due must add up to (each is at least [`MIN_REPLY`] bytes), and an end of
+/// stream is reported whatever the mark, so nothing can wait for bytes that never come; replies
+/// that trickle in below it (a slow server) wait at most [`LOWAT_WAIT`] (plus the timer's 1 ms
+/// granularity) before the actor reads them anyway. Values are powers of two so the option is
+/// set a few times per burst, not per read. Only while at least [`CORK_AWAITING`] replies are
+/// due: sequential callers never see it.
+struct RecvLowat {
+    #[cfg(target_os = "linux")]
+    fd: std::os::fd::RawFd,
+    current: usize,
+    /// Set after the wait expired: keep the mark down until the next read.
+    held: bool,
+    /// When the actor reads anyway although the mark is not reached.
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+/// See [`RecvLowat`].
+const LOWAT_WAIT: Duration = Duration::from_millis(1);
+
+impl RecvLowat {
+    fn new(stream: &TcpStream) -> RecvLowat {
+        #[cfg(target_os = "linux")]
+        let fd = std::os::fd::AsRawFd::as_raw_fd(stream);
+        #[cfg(not(target_os = "linux"))]
+        let _ = stream;
+        RecvLowat {
+            #[cfg(target_os = "linux")]
+            fd,
+            current: 1,
+            held: false,
+            timer: Box::pin(tokio::time::sleep(LOWAT_WAIT)),
+        }
+    }
+
+    /// Whether the wait timer is armed (the mark is raised).
+    fn waiting(&self) -> bool {
+        self.current > 1
+    }
+
+    /// The wait timer.
+    async fn expired(&mut self) {
+        self.timer.as_mut().await
+    }
+
+    /// Something was read: the mark may go up again, and the wait starts over.
+    fn read(&mut self) {
+        self.held = false;
+        if self.current > 1 {
+            self.restart();
+        }
+    }
+
+    /// The wait expired: mark down until the next read.
+    fn hold(&mut self) {
+        self.held = true;
+        self.set(1);
+    }
+
+    fn restart(&mut self) {
+        self.timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + LOWAT_WAIT);
+    }
+
+    /// Sets the mark for `due` replies still awaited.
+    fn update(&mut self, due: usize) {
+        let want = if due < CORK_AWAITING || self.held {
+            1
+        } else {
+            let bytes = ((due - CORK_AWAITING / 2) * MIN_REPLY).min(MAX_LOWAT);
+            1usize << (usize::BITS - 1 - bytes.leading_zeros())
+        };
+        if want != self.current {
+            if self.current == 1 {
+                self.restart();
+            }
+            self.set(want);
+        }
+    }
+
+    fn set(&mut self, value: usize) {
+        self.current = value;
+        #[cfg(target_os = "linux")]
+        {
+            let v = value as libc::c_int;
+            // SAFETY: `fd` is the open socket this value belongs to (it outlives the serve
+            // loop that owns `self`), and the option value is a valid `c_int` of the given size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    self.fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVLOWAT,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                // Not fatal: without the mark reads are merely smaller.
+                debug!("SO_RCVLOWAT: {}", std::io::Error::last_os_error());
+                self.current = 1;
+            }
+        }
+    }
 }
