@@ -35,6 +35,10 @@ use workloads::Bench;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    tokio::spawn(real_main()).await.expect("the benchmark task")
+}
+
+async fn real_main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!("{USAGE}");
