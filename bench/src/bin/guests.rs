@@ -7,7 +7,10 @@
 //!    allocator) and runs `init`, then the call;
 //! 3. `dispatch`: empty on-watch calls through one guest lane, events injected as fast as one
 //!    producer can (`Plugin::inject_watch`), until all have run;
-//! 4. `rss_per_instance`: resident memory per idle instance, over `plugins` instances.
+//! 4. `get_round_trip`: `gets` (default 5000) sequential gets of a 100-byte node, natively
+//!    (awaited on the client) and from the `getter` guest's on-watch (one get per injected
+//!    event, the lane running them one after another): what a guest adds to a round trip;
+//! 5. `rss_per_instance`: resident memory per idle instance, over `plugins` instances.
 //!
 //! Prints one JSON object per line and a table on stderr.
 
@@ -147,6 +150,61 @@ async fn main() -> anyhow::Result<()> {
             secs * 1e6 / n as f64
         ),
     ));
+
+    // A get's round trip through a guest against the same native call on the same client.
+    let gets: u64 = arg(&args, "gets")
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(5000);
+    let node = "/bench-guest-get";
+    match zk.create(node, &[b'x'; 100], wazoo::CreateMode::Persistent).await {
+        Ok(_) | Err(wazoo::Error::NodeExists) => {}
+        Err(e) => return Err(e.into()),
+    }
+    for _ in 0..100 {
+        zk.get_data(node).await?;
+    }
+    let t = Instant::now();
+    for _ in 0..gets {
+        zk.get_data(node).await?;
+    }
+    let native_us = t.elapsed().as_secs_f64() * 1e6 / gets as f64;
+    let getter_wasm = std::path::Path::new(&wasm).with_file_name("getter.wasm");
+    let getter = host.load(
+        &zk,
+        "getter",
+        &std::fs::read(&getter_wasm)?,
+        Policy {
+            read: vec![node.to_string()],
+            ..policy.clone()
+        },
+        vec![],
+    )?;
+    for i in 0..100 {
+        getter.inject_watch(node, i);
+    }
+    wait_calls(&getter, 100);
+    let t = Instant::now();
+    for i in 0..gets {
+        getter.inject_watch(node, 100 + i);
+    }
+    wait_calls(&getter, 100 + gets);
+    let guest_us = t.elapsed().as_secs_f64() * 1e6 / gets as f64;
+    assert_eq!(getter.stats().traps, 0, "the getter guest trapped");
+    println!(
+        "{{\"bench\":\"get_round_trip\",\"n\":{gets},\"native_us\":{native_us:.1},\"guest_us\":{guest_us:.1},\"extra_us\":{:.1}}}",
+        guest_us - native_us
+    );
+    rows.push((
+        "sequential get, native (await on the client)".into(),
+        format!("{native_us:.1} us"),
+    ));
+    rows.push((
+        "sequential get from a guest's on-watch (event + import + reply)".into(),
+        format!("{guest_us:.1} us ({:+.1} us)", guest_us - native_us),
+    ));
+    drop(getter);
+    let _ = zk.delete(node, None).await;
 
     // Resident memory per idle instance.
     let before = rss_kib();
