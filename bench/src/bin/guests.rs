@@ -157,7 +157,10 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(5000);
     let node = "/bench-guest-get";
-    match zk.create(node, &[b'x'; 100], wazoo::CreateMode::Persistent).await {
+    match zk
+        .create(node, &[b'x'; 100], wazoo::CreateMode::Persistent)
+        .await
+    {
         Ok(_) | Err(wazoo::Error::NodeExists) => {}
         Err(e) => return Err(e.into()),
     }
