@@ -50,9 +50,11 @@ pub use client::{
     Client, ClientBuilder, CreateOptions, ListenerId, OneshotWatcher, Pending, PendingFuture,
     PersistentWatcher, StateEvents,
 };
-pub use dispatch::{CallbackInfo, LaneKind, LaneMetrics, Lanes};
+pub use dispatch::{CallbackInfo, Histogram, LaneKind, LaneMetrics, Lanes, DEFAULT_SPIN};
 pub use error::{Error, Result};
 pub use path::validate_path;
+#[doc(hidden)]
+pub use plugin::HostProbe;
 pub use plugin::{
     Binding, IsolationMode, Plugin, PluginError, PluginHost, PluginHostConfig, PluginStats, Policy,
 };

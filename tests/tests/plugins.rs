@@ -810,3 +810,138 @@ async fn drain_handles_every_queued_event_then_takes_no_more() {
         "a drained host takes no new events"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exists_binding_hears_creation_and_deletion_and_stays_armed() {
+    let (zk, direct) = client("exists", None).await;
+    let h = host(IsolationMode::PerPlugin);
+    let p = load(
+        &h,
+        &zk,
+        "exists-t",
+        "echo",
+        Policy::default().read(["/e"]).write(["/sink"]),
+        &[("sink", "/sink")],
+    );
+    // The node does not exist yet.
+    p.bind(Binding::Exists("/e".into())).await.unwrap();
+    direct
+        .create("/e", b"v0", CreateMode::Persistent)
+        .await
+        .unwrap();
+    await_children(&direct, "/sink", |c| c.len() == 1).await;
+    // A data change re-arms the watch without reaching the plugin; deletion and creation do.
+    direct.set_data("/e", b"v1", None).await.unwrap();
+    direct.delete("/e", None).await.unwrap();
+    direct
+        .create("/e", b"v2", CreateMode::Persistent)
+        .await
+        .unwrap();
+    await_children(&direct, "/sink", |c| c.len() >= 3).await;
+    direct.delete("/e", None).await.unwrap();
+    let events = await_children(&direct, "/sink", |c| c.len() >= 4).await;
+    assert_eq!(
+        events,
+        [
+            "node-created /e",
+            "node-deleted /e",
+            "node-created /e",
+            "node-deleted /e"
+        ],
+        "existence changes only, each once, in order"
+    );
+    let m = p.lane_metrics(wazoo::LaneKind::Watch);
+    assert_eq!((m.dispatched, m.queue_depth), (4, 0), "{m:?}");
+    assert_eq!(p.stats().traps, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_lanes_count_events_and_time_them_per_plugin() {
+    let (zk, _direct) = client("lane-metrics", None).await;
+    for isolation in [IsolationMode::PerPlugin, IsolationMode::Shared] {
+        let h = host(isolation);
+        let a = load(&h, &zk, "metrics-a", "noop", Policy::default(), &[]);
+        let b = load(&h, &zk, "metrics-b", "noop", Policy::default(), &[]);
+        for i in 0..200 {
+            assert!(a.inject_watch("/x", i));
+        }
+        for i in 0..50 {
+            assert!(b.inject_watch("/x", i));
+        }
+        assert!(h.drain(WAIT).await);
+        let (ma, mb) = (
+            a.lane_metrics(wazoo::LaneKind::Watch),
+            b.lane_metrics(wazoo::LaneKind::Watch),
+        );
+        assert_eq!(
+            (ma.dispatched, ma.queue_depth, mb.dispatched, mb.queue_depth),
+            (200, 0, 50, 0),
+            "{isolation:?}"
+        );
+        for m in [ma, mb] {
+            assert_eq!(m.callback.count(), m.dispatched);
+            assert_eq!(m.wait.count(), m.dispatched);
+            assert!(m.busy > Duration::ZERO && m.callback.sum == m.busy);
+            assert_eq!(m.panics, 0);
+        }
+        let ms = a.lane_metrics(wazoo::LaneKind::Session);
+        assert_eq!((ms.dispatched, ms.callback.count()), (0, 0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_host_and_its_plugins_stops_threads_and_releases_instances() {
+    let (zk, direct) = client("drop-host", None).await;
+    let h = host(IsolationMode::PerPlugin);
+    let probe = h.probe();
+    direct
+        .create("/w", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let p = load(&h, &zk, "drop-t", "echo", all(), &[]);
+    p.bind(Binding::Session).await.unwrap();
+    p.bind(Binding::PersistentRecursive("/w".into()))
+        .await
+        .unwrap();
+    // (Not on /w itself: ZooKeeper keeps one watch mode per path and session, so a data watch
+    // on /w would turn the recursive watch into a one-shot one.)
+    direct
+        .create("/d", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    p.bind(Binding::Data("/d".into())).await.unwrap();
+    logged(&["drop-t", "session connected"]).await;
+    direct
+        .create("/w/a", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    logged(&["drop-t", "watch node-created /w/a"]).await;
+    assert_eq!(p.stats().instantiations, 2, "session and watch instances");
+    // The plugin keeps its host's threads running.
+    drop(h);
+    direct
+        .create("/w/b", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    logged(&["drop-t", "watch node-created /w/b"]).await;
+    assert!(probe.live() > 0);
+    drop(p);
+    let waiting = probe.clone();
+    let stopped = tokio::task::spawn_blocking(move || waiting.wait_stopped(WAIT))
+        .await
+        .unwrap();
+    assert!(
+        stopped,
+        "{} of the host's threads, tasks and instances still live {WAIT:?} after its last handle was dropped",
+        probe.live()
+    );
+    // The session goes on; the plugin's events go nowhere.
+    direct.set_data("/d", b"x", None).await.unwrap();
+    direct
+        .create("/w/c", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    assert_eq!(zk.get_data("/d").await.unwrap().0, b"x");
+    assert_eq!(zk.state(), SessionState::Connected);
+    assert_eq!(count_logged(&["drop-t", "/w/c"]), 0);
+}

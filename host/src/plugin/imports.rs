@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use super::bindings::wazoo::plugin::{log, types as wit, zookeeper};
-use super::runtime::{add_persistent, arm, completion_send, wit_state, Armed, GuestState, Shared};
+use super::runtime::{
+    add_persistent, completion_send, watch_once, wit_state, Armed, GuestState, Shared,
+};
 use crate::error::Error;
 use crate::proto::multi::{Op, OpResult};
 use crate::proto::records::{AddWatchMode, CreateMode, Stat};
@@ -216,9 +218,9 @@ impl zookeeper::Host for GuestState {
         check!(self.read_ok(&path));
         let s = self.shared();
         let r = match kind {
-            wit::WatchKind::Data => arm(s, path, Armed::Data).await,
-            wit::WatchKind::Exists => arm(s, path, Armed::Exists).await,
-            wit::WatchKind::Children => arm(s, path, Armed::Children).await,
+            wit::WatchKind::Data => watch_once(&s, &path, Armed::Data).await,
+            wit::WatchKind::Exists => watch_once(&s, &path, Armed::Exists).await,
+            wit::WatchKind::Children => watch_once(&s, &path, Armed::Children).await,
             wit::WatchKind::Persistent => add_persistent(&s, &path, AddWatchMode::Persistent).await,
             wit::WatchKind::PersistentRecursive => {
                 add_persistent(&s, &path, AddWatchMode::PersistentRecursive).await

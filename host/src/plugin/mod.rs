@@ -33,7 +33,15 @@
 //!
 //! The session actor hands events to a shared set of *forwarding* native lanes whose callbacks
 //! only push into the guest lanes' channels (they never block), so the stamps and the per-lane
-//! order survive, and per-plugin isolation costs no threads.
+//! order survive, and per-plugin isolation costs no threads. Each plugin counts its events per
+//! lane ([`Plugin::lane_metrics`]: handled, queued, handler and queueing time histograms).
+//!
+//! # Lifetime
+//!
+//! Nothing the host's threads run holds what keeps them running: the session's registry holds
+//! plugins weakly, and only [`PluginHost`] and [`Plugin`] handles own the threads. Dropping the
+//! last handle stops the guest runtime, the epoch ticker and the forwarding lanes, and releases
+//! every instance. Unloading a plugin removes its session listener and its one-shot watches.
 
 mod imports;
 mod policy;
@@ -42,7 +50,8 @@ mod stdio;
 
 pub use policy::Policy;
 pub use runtime::{
-    Binding, IsolationMode, Plugin, PluginError, PluginHost, PluginHostConfig, PluginStats,
+    Binding, HostProbe, IsolationMode, Plugin, PluginError, PluginHost, PluginHostConfig,
+    PluginStats,
 };
 
 /// The generated bindings of `wit/plugin.wit`.

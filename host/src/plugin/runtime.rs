@@ -16,8 +16,8 @@ use super::bindings::wazoo::plugin::types as wit;
 use super::bindings::{Plugin as PluginBindings, PluginPre};
 use super::policy::Policy;
 use super::stdio::{GuestOutput, Stream};
-use crate::client::Client;
-use crate::dispatch::{LaneKind, Lanes};
+use crate::client::{Client, ListenerId};
+use crate::dispatch::{LaneCounters, LaneKind, LaneMetrics, Lanes, Tracked, Tracker};
 use crate::proto::records::{AddWatchMode, EventType, WatchedEvent};
 use crate::session::{SessionEvent, SessionState};
 
@@ -127,6 +127,8 @@ pub struct PluginStats {
     pub traps: u64,
     /// Instances built (first builds and rebuilds).
     pub instantiations: u64,
+    /// Instances rebuilt after a crash (a trap, an exhausted budget, a timeout, a failed build).
+    pub restarts: u64,
     /// Whether the plugin was disabled for crashing too often.
     pub disabled: bool,
 }
@@ -139,6 +141,10 @@ pub enum Binding {
     Session,
     /// The node's data (kept armed, as Kazoo's DataWatch; node creation and deletion too).
     Data(String),
+    /// The node's existence: an exists watch kept armed, so the plugin hears the node's
+    /// creation and its deletion, also when it does not exist yet. Data changes re-arm the
+    /// watch without reaching the plugin (bind [`Binding::Data`] for those).
+    Exists(String),
     /// The node's children (kept armed).
     Children(String),
     /// A persistent watch on the node.
@@ -154,7 +160,9 @@ pub(crate) enum GuestEvent {
     Completion(Vec<u8>, wit::Completion),
 }
 
-type LaneTx = mpsc::UnboundedSender<(Arc<Shared>, GuestEvent)>;
+/// An event for a guest lane, with when it was queued.
+type LaneMsg = (Arc<Shared>, GuestEvent, Instant);
+type LaneTx = mpsc::UnboundedSender<LaneMsg>;
 
 /// A set of three guest lanes (tasks).
 #[derive(Clone)]
@@ -165,10 +173,10 @@ pub(crate) struct GuestLanes {
 }
 
 impl GuestLanes {
-    fn spawn(rt: &tokio::runtime::Handle) -> GuestLanes {
+    fn spawn(rt: &tokio::runtime::Handle, tracker: &Tracker) -> GuestLanes {
         let mk = |kind: LaneKind| {
             let (tx, rx) = mpsc::unbounded_channel();
-            rt.spawn(lane_task(kind, rx));
+            rt.spawn(lane_task(kind, rx, tracker.enter()));
             tx
         };
         GuestLanes {
@@ -194,6 +202,15 @@ pub(crate) struct Shared {
     pub calls: AtomicU64,
     pub traps: AtomicU64,
     pub instantiations: AtomicU64,
+    pub restarts: AtomicU64,
+    /// Per lane (by [`LaneKind::index`]): this plugin's events on it, queued and handled.
+    pub lane_stats: [LaneCounters; 3],
+    /// State listeners added by its bindings, removed when it is unloaded.
+    pub listeners: Mutex<Vec<ListenerId>>,
+    /// Paths of its kept-armed one-shot watches, pruned when it is unloaded.
+    pub armed: Mutex<Vec<String>>,
+    /// False once unloaded: withdraws its one-shot watches from the session.
+    pub watching: Arc<AtomicBool>,
     pub host: Arc<HostInner>,
 }
 
@@ -210,13 +227,22 @@ impl Shared {
             LaneKind::Watch => &self.lanes.watch,
             LaneKind::Completion => &self.lanes.completion,
         };
+        let stats = &self.lane_stats[kind.index()];
+        stats.queued();
         self.host.in_flight.fetch_add(1, Ordering::SeqCst);
-        if tx.send((self.clone(), ev)).is_ok() {
+        if tx.send((self.clone(), ev, Instant::now())).is_ok() {
             true
         } else {
+            stats.unqueued();
             self.host.in_flight.fetch_sub(1, Ordering::SeqCst);
             false
         }
+    }
+
+    /// Whether the plugin is still loaded (disabled plugins are: a reload revives them, so
+    /// their watches stay armed).
+    pub(crate) fn loaded(&self) -> bool {
+        !self.unloaded.load(Ordering::Relaxed)
     }
 
     pub(crate) fn alive(&self) -> bool {
@@ -288,31 +314,63 @@ impl WasiView for GuestState {
     }
 }
 
+/// What plugins, their lanes and their instances share. Everything running on the host's
+/// threads may hold it; it owns no thread (see [`Running`]).
 pub(crate) struct HostInner {
     engine: Engine,
     linker: Linker<GuestState>,
     cfg: PluginHostConfig,
-    /// Where guest lanes run (taken on drop to shut down without blocking).
-    rt: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     shared_lanes: Mutex<Option<GuestLanes>>,
     /// Non-blocking forwarding lanes: the session actor's events reach guest lanes through them.
     pub forward: Lanes,
-    stop_ticker: Arc<AtomicBool>,
     next_id: AtomicU64,
     /// False once [`PluginHost::drain`] was called: no new events are taken.
     accepting: AtomicBool,
     /// Events handed to guest lanes and not yet handled.
     in_flight: AtomicU64,
+    /// Counts what must be gone once the host has stopped: this struct, the guest runtime's
+    /// threads, the epoch ticker, the forwarding lanes' threads, guest lane tasks, instances.
+    tracker: Tracker,
+    _tracked: Tracked,
 }
 
-impl Drop for HostInner {
+/// The host's threads: the guest runtime, the epoch ticker and the forwarding lanes. Held by
+/// every [`PluginHost`] and [`Plugin`] handle and by nothing those threads run, so dropping the
+/// last handle stops them; the tasks they ran, and the instances inside those, are dropped.
+struct Running {
+    rt: Option<tokio::runtime::Runtime>,
+    stop_ticker: Arc<AtomicBool>,
+    forward: Lanes,
+}
+
+impl Drop for Running {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
-        // The host may be dropped inside an async context: never block there.
+        self.forward.stop();
+        // The last handle may be dropped inside an async context: never block there.
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
+        tracing::debug!("plugin host stopped");
+    }
+}
+
+/// Watches a [`PluginHost`]'s threads, tasks and instances go away (for tests of the host
+/// itself).
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct HostProbe(Tracker);
+
+impl HostProbe {
+    /// How many of the host's threads, tasks, instances (and the host itself) are live.
+    pub fn live(&self) -> usize {
+        self.0.live()
+    }
+
+    /// Waits until none is, up to `timeout`; whether none is.
+    pub fn wait_stopped(&self, timeout: Duration) -> bool {
+        self.0.wait_none(timeout)
     }
 }
 
@@ -332,9 +390,14 @@ impl Drop for HostInner {
 /// plugin.bind(Binding::PersistentRecursive("/app".into())).await?;
 /// # Ok(()) }
 /// ```
+///
+/// The host's threads (a small guest runtime, an epoch ticker, forwarding lanes) stop when the
+/// last handle is dropped: every clone of the `PluginHost` and every [`Plugin`] loaded from it.
+/// Its instances are released then.
 #[derive(Clone)]
 pub struct PluginHost {
     inner: Arc<HostInner>,
+    running: Arc<Running>,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -371,14 +434,17 @@ impl PluginHost {
         )
         .map_err(|e| PluginError::Engine(e.to_string()))?;
 
+        let tracker = Tracker::default();
         let stop = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
             let stop = stop.clone();
             let tick = cfg.epoch_tick;
+            let tracked = tracker.enter();
             std::thread::Builder::new()
                 .name("wazoo-epoch".into())
                 .spawn(move || {
+                    let _tracked = tracked;
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(tick);
                         engine.increment_epoch();
@@ -386,6 +452,9 @@ impl PluginHost {
                 })
                 .map_err(|e| PluginError::Engine(e.to_string()))?;
         }
+        // Stops the ticker if anything below fails.
+        let stop_on_error = StopOnDrop(stop.clone());
+        let (t_start, t_stop) = (tracker.clone(), tracker.clone());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(
                 std::thread::available_parallelism()
@@ -394,24 +463,45 @@ impl PluginHost {
                     .max(2),
             )
             .thread_name("wazoo-guest")
+            .on_thread_start(move || t_start.add(1))
+            .on_thread_stop(move || t_stop.add(-1))
             .enable_all()
             .build()
             .map_err(|e| PluginError::Engine(e.to_string()))?;
+        std::mem::forget(stop_on_error);
+        let forward = Lanes::tracked("guest-forward", tracker.clone());
         Ok(PluginHost {
             inner: Arc::new(HostInner {
                 engine,
                 linker,
                 cfg,
                 handle: rt.handle().clone(),
-                rt: Some(rt),
                 shared_lanes: Mutex::new(None),
-                forward: Lanes::new("guest-forward"),
-                stop_ticker: stop,
+                forward: forward.clone(),
                 next_id: AtomicU64::new(1),
                 accepting: AtomicBool::new(true),
                 in_flight: AtomicU64::new(0),
+                _tracked: tracker.enter(),
+                tracker,
+            }),
+            running: Arc::new(Running {
+                rt: Some(rt),
+                stop_ticker: stop,
+                forward,
             }),
         })
+    }
+
+    /// A probe that sees the host's threads, tasks and instances go away.
+    #[doc(hidden)]
+    pub fn probe(&self) -> HostProbe {
+        HostProbe(self.inner.tracker.clone())
+    }
+
+    /// The counters of the forwarding lanes, through which every event of every plugin passes
+    /// on its way from the session to the plugin's guest lane.
+    pub fn forward_metrics(&self, lane: LaneKind) -> LaneMetrics {
+        self.inner.forward.metrics(lane)
     }
 
     /// Stops taking new events for any plugin and waits until every event already handed to a
@@ -470,13 +560,13 @@ impl PluginHost {
     ) -> Result<Plugin, PluginError> {
         let pre = self.prepare(name, bytes)?;
         let lanes = match self.inner.cfg.isolation {
-            IsolationMode::PerPlugin => GuestLanes::spawn(&self.inner.handle),
+            IsolationMode::PerPlugin => GuestLanes::spawn(&self.inner.handle, &self.inner.tracker),
             IsolationMode::Shared => self
                 .inner
                 .shared_lanes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .get_or_insert_with(|| GuestLanes::spawn(&self.inner.handle))
+                .get_or_insert_with(|| GuestLanes::spawn(&self.inner.handle, &self.inner.tracker))
                 .clone(),
         };
         let shared = Arc::new(Shared {
@@ -493,10 +583,18 @@ impl PluginHost {
             calls: AtomicU64::new(0),
             traps: AtomicU64::new(0),
             instantiations: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            lane_stats: Default::default(),
+            listeners: Mutex::new(Vec::new()),
+            armed: Mutex::new(Vec::new()),
+            watching: Arc::new(AtomicBool::new(true)),
             host: self.inner.clone(),
         });
         tracing::info!(plugin = name, "plugin loaded");
-        Ok(Plugin { shared })
+        Ok(Plugin {
+            shared,
+            _running: self.running.clone(),
+        })
     }
 
     /// Checks the bytes, compiles (or loads from the cache) and links.
@@ -574,9 +672,11 @@ impl PluginHost {
     }
 }
 
-/// A loaded plugin. Dropping it (or [`Plugin::unload`]) stops its bindings and lanes.
+/// A loaded plugin. Dropping it (or [`Plugin::unload`]) stops its bindings and lanes. It keeps
+/// its host's threads running (see [`PluginHost`]).
 pub struct Plugin {
     shared: Arc<Shared>,
+    _running: Arc<Running>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -599,8 +699,17 @@ impl Plugin {
             calls: self.shared.calls.load(Ordering::Relaxed),
             traps: self.shared.traps.load(Ordering::Relaxed),
             instantiations: self.shared.instantiations.load(Ordering::Relaxed),
+            restarts: self.shared.restarts.load(Ordering::Relaxed),
             disabled: self.shared.disabled.load(Ordering::Relaxed),
         }
+    }
+
+    /// The counters of this plugin's events on one of its guest lanes: handled, queued, the
+    /// handler time and queueing time histograms, traps (as `panics`). With
+    /// [`IsolationMode::PerPlugin`] that is the whole lane; with [`IsolationMode::Shared`] this
+    /// plugin's share of the shared lane.
+    pub fn lane_metrics(&self, lane: LaneKind) -> LaneMetrics {
+        self.shared.lane_stats[lane.index()].snapshot()
     }
 
     /// Binds the plugin to events. Watch bindings need the path in the plugin's read
@@ -613,20 +722,28 @@ impl Plugin {
         };
         match &binding {
             Binding::Session => {
-                let shared = s.clone();
-                s.client.add_listener(move |ev: SessionEvent, info| {
-                    shared.send(
-                        LaneKind::Session,
-                        GuestEvent::Session(wit::SessionEvent {
-                            state: wit_state(ev.state),
-                            session_id: ev.session_id,
-                            seq: info.seq,
-                        }),
-                    );
+                // The session's registry must not keep the plugin alive: a weak handle.
+                let shared = Arc::downgrade(s);
+                let id = s.client.add_listener(move |ev: SessionEvent, info| {
+                    if let Some(shared) = shared.upgrade() {
+                        shared.send(
+                            LaneKind::Session,
+                            GuestEvent::Session(wit::SessionEvent {
+                                state: wit_state(ev.state),
+                                session_id: ev.session_id,
+                                seq: info.seq,
+                            }),
+                        );
+                    }
                 });
+                s.listeners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(id);
                 Ok(())
             }
             Binding::Data(p)
+            | Binding::Exists(p)
             | Binding::Children(p)
             | Binding::Persistent(p)
             | Binding::PersistentRecursive(p) => {
@@ -641,6 +758,7 @@ impl Plugin {
                         add_persistent(s, p, AddWatchMode::PersistentRecursive).await
                     }
                     Binding::Data(_) => arm(s.clone(), p.clone(), Armed::Data).await,
+                    Binding::Exists(_) => arm(s.clone(), p.clone(), Armed::Exists).await,
                     _ => arm(s.clone(), p.clone(), Armed::Children).await,
                 };
                 r.map_err(|e| bind_err(e.to_string()))
@@ -653,6 +771,7 @@ impl Plugin {
     pub fn reload(&self, bytes: &[u8]) -> Result<(), PluginError> {
         let host = PluginHost {
             inner: self.shared.host.clone(),
+            running: self._running.clone(),
         };
         let pre = host.prepare(&self.shared.name, bytes)?;
         let mut g = self.shared.pre.lock().unwrap_or_else(|p| p.into_inner());
@@ -688,7 +807,30 @@ impl Plugin {
 
 impl Drop for Plugin {
     fn drop(&mut self) {
-        self.shared.unloaded.store(true, Ordering::Relaxed);
+        let s = &self.shared;
+        s.unloaded.store(true, Ordering::Relaxed);
+        s.watching.store(false, Ordering::Relaxed);
+        for id in s
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            s.client.remove_listener(id);
+        }
+        // Forget its one-shot watches, and remove the server's where no one else watches.
+        for path in s.armed.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            s.client.prune_watches(&path);
+        }
+    }
+}
+
+/// Sets a flag when dropped (unless forgotten).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -725,13 +867,21 @@ pub(crate) async fn add_persistent(
     path: &str,
     mode: AddWatchMode,
 ) -> crate::Result<()> {
-    let shared = s.clone();
+    // The session's registry must not keep the plugin alive: a weak handle, and the watcher
+    // ends at the first event after the plugin is gone.
+    let shared = Arc::downgrade(s);
     s.client
         .add_watch_with(path, mode, move |ev, info| {
             if ev.event_type == EventType::None {
                 return false; // the session ended; a new binding is needed
             }
-            shared.send(LaneKind::Watch, GuestEvent::Watch(wit_event(&ev, info.seq)))
+            match shared.upgrade() {
+                Some(s) if s.loaded() => {
+                    s.send(LaneKind::Watch, GuestEvent::Watch(wit_event(&ev, info.seq)));
+                    true
+                }
+                _ => false,
+            }
         })
         .await
 }
@@ -739,31 +889,83 @@ pub(crate) async fn add_persistent(
 /// Which one-shot watch a kept-armed binding uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Armed {
+    /// `get_data` (`exists` while the node is missing): data changes, creation, deletion.
     Data,
+    /// `exists`: creation and deletion reach the plugin; data changes only re-arm.
     Exists,
+    /// `get_children` (`exists` while the node is missing): children changes, creation,
+    /// deletion.
     Children,
 }
 
 /// Arms a one-shot watch and re-arms it after every trigger (and after session loss), sending
-/// each event to the plugin's watch lane. The re-arm runs as a task, never on a lane.
+/// each event to the plugin's watch lane. The re-arm runs as a task, never on a lane. The
+/// watch is withdrawn when the plugin is unloaded.
+///
+/// A node created or deleted between a trigger and its re-arm fires no watch; the re-arm sees
+/// it, though, and the plugin then gets the `node-created` or `node-deleted` it missed, stamped
+/// with the re-arm's completion. So the plugin always learns the node's existence, as Kazoo's
+/// DataWatch always learns its value.
 pub(crate) async fn arm(s: Arc<Shared>, path: String, kind: Armed) -> crate::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(WatchedEvent, u64)>();
-    arm_once(&s, &path, kind, tx.clone()).await?;
+    let forward = move |tx: mpsc::UnboundedSender<(WatchedEvent, u64)>| {
+        move |ev: WatchedEvent, info: crate::CallbackInfo| {
+            let _ = tx.send((ev, info.seq));
+        }
+    };
+    let (mut exists, _) = arm_once(&s, &path, kind, forward(tx.clone())).await?;
+    {
+        let mut armed = s.armed.lock().unwrap_or_else(|p| p.into_inner());
+        if !armed.contains(&path) {
+            armed.push(path.clone());
+        }
+    }
     let rt = s.host.handle.clone();
     rt.spawn(async move {
         while let Some((ev, seq)) = rx.recv().await {
-            if !s.alive() {
+            if !s.loaded() {
                 break;
             }
-            if ev.event_type != EventType::None {
+            let deliver = match ev.event_type {
+                EventType::None => {
+                    if ev.keeper_state == crate::KeeperState::Closed {
+                        break;
+                    }
+                    false // the session was lost: re-arm on the new one
+                }
+                EventType::NodeDataChanged => kind != Armed::Exists,
+                _ => true,
+            };
+            if deliver {
                 s.send(LaneKind::Watch, GuestEvent::Watch(wit_event(&ev, seq)));
-            } else if ev.keeper_state == crate::KeeperState::Closed {
-                break;
+            }
+            match ev.event_type {
+                EventType::NodeCreated
+                | EventType::NodeDataChanged
+                | EventType::NodeChildrenChanged => exists = true,
+                EventType::NodeDeleted => exists = false,
+                _ => {}
             }
             let mut pause = Duration::from_millis(50);
-            while s.alive() {
-                match arm_once(&s, &path, kind, tx.clone()).await {
-                    Ok(()) => break,
+            while s.loaded() {
+                match arm_once(&s, &path, kind, forward(tx.clone())).await {
+                    Ok((now, stamp)) => {
+                        if now != exists {
+                            let missed = wit::WatchEvent {
+                                event_type: if now {
+                                    wit::EventType::NodeCreated
+                                } else {
+                                    wit::EventType::NodeDeleted
+                                },
+                                path: path.clone(),
+                                seq: stamp,
+                            };
+                            tracing::debug!(plugin = %s.name, %path, "a change between trigger and re-arm: {:?}", missed.event_type);
+                            s.send(LaneKind::Watch, GuestEvent::Watch(missed));
+                            exists = now;
+                        }
+                        break;
+                    }
                     Err(crate::Error::Closed) => return,
                     Err(e) => {
                         tracing::debug!(plugin = %s.name, %path, "re-arming the watch failed ({e}); retrying");
@@ -777,29 +979,64 @@ pub(crate) async fn arm(s: Arc<Shared>, path: String, kind: Armed) -> crate::Res
     Ok(())
 }
 
+/// Sends a request and awaits its result with the session's stamp of its completion.
+async fn stamped<T: Send + 'static>(p: crate::Pending<T>) -> crate::Result<(T, u64)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    p.rawlink(move |r, info| {
+        let _ = tx.send(r.map(|v| (v, info.seq)));
+    })?;
+    // No answer at all: the lanes that would have run the callback were stopped.
+    rx.await.map_err(|_| crate::Error::Closed)?
+}
+
+/// Arms one watch of `kind` on `path` (for data and children: an exists watch while the node is
+/// missing); `w` hears its event. Withdrawn when the plugin is unloaded. Returns whether the
+/// node exists, and the stamp of the request's completion.
 async fn arm_once(
     s: &Arc<Shared>,
     path: &str,
     kind: Armed,
-    tx: mpsc::UnboundedSender<(WatchedEvent, u64)>,
-) -> crate::Result<()> {
-    let w = move |ev: WatchedEvent, info: crate::CallbackInfo| {
-        let _ = tx.send((ev, info.seq));
-    };
+    w: impl FnOnce(WatchedEvent, crate::CallbackInfo) + Clone + Send + 'static,
+) -> crate::Result<(bool, u64)> {
+    let alive = s.watching.clone();
+    let c = &s.client;
+    let exists = |r: crate::Result<(Option<crate::Stat>, u64)>| r.map(|(st, q)| (st.is_some(), q));
     match kind {
-        Armed::Data => match s.client.get_data_with(path, w.clone()).await {
-            Ok(_) => Ok(()),
-            Err(crate::Error::NoNode) => s.client.exists_with(path, w).await.map(|_| ()),
+        Armed::Data => match stamped(c.get_data_owned(path, w.clone(), alive.clone())).await {
+            Ok((_, q)) => Ok((true, q)),
+            Err(crate::Error::NoNode) => exists(stamped(c.exists_owned(path, w, alive)).await),
             Err(e) => Err(e),
         },
-        Armed::Exists => s.client.exists_with(path, w).await.map(|_| ()),
-        Armed::Children => match s.client.get_children_with(path, w.clone()).await {
-            Ok(_) => Ok(()),
-            // Wait for the node to appear, then watch its children.
-            Err(crate::Error::NoNode) => s.client.exists_with(path, w).await.map(|_| ()),
-            Err(e) => Err(e),
-        },
+        Armed::Exists => exists(stamped(c.exists_owned(path, w, alive)).await),
+        Armed::Children => {
+            match stamped(c.get_children_owned(path, w.clone(), alive.clone())).await {
+                Ok((_, q)) => Ok((true, q)),
+                // Wait for the node to appear, then watch its children.
+                Err(crate::Error::NoNode) => exists(stamped(c.exists_owned(path, w, alive)).await),
+                Err(e) => Err(e),
+            }
+        }
     }
+}
+
+/// A one-shot watch a guest arms itself (`zookeeper.add-watch`): its one event, whatever it
+/// is, reaches the plugin's watch lane; nothing re-arms it.
+pub(crate) async fn watch_once(s: &Arc<Shared>, path: &str, kind: Armed) -> crate::Result<()> {
+    let shared = Arc::downgrade(s);
+    let w = move |ev: WatchedEvent, info: crate::CallbackInfo| {
+        if ev.event_type == EventType::None {
+            return; // the session ended: the watch is gone with it
+        }
+        if let Some(s) = shared.upgrade() {
+            s.send(LaneKind::Watch, GuestEvent::Watch(wit_event(&ev, info.seq)));
+        }
+    };
+    arm_once(s, path, kind, w).await?;
+    let mut armed = s.armed.lock().unwrap_or_else(|p| p.into_inner());
+    if !armed.iter().any(|p| p == path) {
+        armed.push(path.to_string());
+    }
+    Ok(())
 }
 
 /// One guest instance and the code generation it was built from.
@@ -807,6 +1044,8 @@ struct Instance {
     generation: u64,
     store: Store<GuestState>,
     bindings: PluginBindings,
+    /// Counted by the host until the instance is dropped.
+    _tracked: Tracked,
 }
 
 /// Per plugin, on one lane: its instance (if built) and when it may be rebuilt.
@@ -815,16 +1054,21 @@ struct Slot {
     instance: Option<Instance>,
     not_before: Option<Instant>,
     backoff: Duration,
+    /// The last instance crashed: the next build is a restart.
+    crashed: bool,
 }
 
 /// A guest lane: runs events one at a time, building instances lazily and rebuilding them
-/// after a trap.
-async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<(Arc<Shared>, GuestEvent)>) {
+/// after a trap. Counts each event in its plugin's lane statistics: the wait from being queued
+/// to the handler's call (instance building and backoff included), and the call itself.
+async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<LaneMsg>, _tracked: Tracked) {
     let mut slots: HashMap<u64, Slot> = HashMap::new();
-    while let Some((shared, ev)) = rx.recv().await {
+    while let Some((shared, ev, queued_at)) = rx.recv().await {
         let _done = InFlightGuard(shared.host.clone());
+        let stats = &shared.lane_stats[kind.index()];
         if !shared.alive() {
             slots.remove(&shared.id);
+            stats.unqueued();
             continue;
         }
         let slot = slots.entry(shared.id).or_default();
@@ -841,12 +1085,19 @@ async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<(Arc<Shared>,
                 tokio::time::sleep_until(t.into()).await;
             }
             match build(&shared).await {
-                Ok(i) => slot.instance = Some(i),
+                Ok(i) => {
+                    slot.instance = Some(i);
+                    if std::mem::take(&mut slot.crashed) {
+                        shared.restarts.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 Err(why) => {
                     shared.crashed(&format!(
                         "building the {kind:?} lane's instance failed: {why}"
                     ));
+                    slot.crashed = true;
                     back_off(slot);
+                    stats.done(queued_at.elapsed(), Duration::ZERO, true);
                     continue;
                 }
             }
@@ -854,6 +1105,7 @@ async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<(Arc<Shared>,
         let inst = slot.instance.as_mut().expect("built above");
         inst.store.data_mut().start_call();
         inst.store.set_epoch_deadline(1);
+        let started = Instant::now();
         let call = async {
             match ev {
                 GuestEvent::Session(e) => inst.bindings.call_on_session(&mut inst.store, e).await,
@@ -865,25 +1117,31 @@ async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<(Arc<Shared>,
                 }
             }
         };
-        match tokio::time::timeout(shared.policy.wall_limit, call).await {
-            Ok(Ok(())) => {
+        let failure = match tokio::time::timeout(shared.policy.wall_limit, call).await {
+            Ok(Ok(())) => None,
+            Ok(Err(trap)) => Some(format!(
+                "{kind:?} handler trapped: {}",
+                describe_trap(&trap)
+            )),
+            Err(_) => Some(format!(
+                "{kind:?} handler exceeded its wall-clock limit of {:?}",
+                shared.policy.wall_limit
+            )),
+        };
+        stats.done(
+            started.saturating_duration_since(queued_at),
+            started.elapsed(),
+            failure.is_some(),
+        );
+        match failure {
+            None => {
                 shared.calls.fetch_add(1, Ordering::Relaxed);
                 slot.backoff = Duration::ZERO;
             }
-            Ok(Err(trap)) => {
-                shared.crashed(&format!(
-                    "{kind:?} handler trapped: {}",
-                    describe_trap(&trap)
-                ));
+            Some(why) => {
+                shared.crashed(&why);
                 slot.instance = None;
-                back_off(slot);
-            }
-            Err(_) => {
-                shared.crashed(&format!(
-                    "{kind:?} handler exceeded its wall-clock limit of {:?}",
-                    shared.policy.wall_limit
-                ));
-                slot.instance = None;
+                slot.crashed = true;
                 back_off(slot);
             }
         }
@@ -995,10 +1253,45 @@ async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
         generation,
         store,
         bindings,
+        _tracked: shared.host.tracker.enter(),
     })
 }
 
 /// Lets import implementations reach the plugin's lanes and counters.
 pub(crate) fn completion_send(shared: &Arc<Shared>, context: Vec<u8>, c: wit::Completion) {
     shared.send(LaneKind::Completion, GuestEvent::Completion(context, c));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_host_stops_its_threads() {
+        let host = PluginHost::new(PluginHostConfig {
+            max_instances: 4,
+            ..Default::default()
+        })
+        .unwrap();
+        let probe = host.probe();
+        // The host itself, the epoch ticker and the runtime's workers.
+        assert!(probe.live() >= 3, "{}", probe.live());
+        let (tx, rx) = std::sync::mpsc::channel();
+        host.inner.forward.run(LaneKind::Watch, move |_| {
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let clone = host.clone();
+        drop(host);
+        assert!(
+            !probe.wait_stopped(Duration::from_millis(50)),
+            "a clone keeps it running"
+        );
+        drop(clone);
+        assert!(
+            probe.wait_stopped(Duration::from_secs(10)),
+            "{} threads or tasks still live",
+            probe.live()
+        );
+    }
 }
