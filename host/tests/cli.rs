@@ -52,6 +52,7 @@ fn guests() -> PathBuf {
                 "session_reporter",
                 "async_counter",
                 "slow_ok",
+                "panic",
             ];
             if needed
                 .iter()
@@ -316,6 +317,44 @@ fn metric(body: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {series} in:\n{body}"))
 }
 
+/// Checks a histogram series (`labels` without braces) against Prometheus' rules: `le`
+/// buckets from about 10 µs to about 10 s and `+Inf`, cumulative, ending at `_count`, with a
+/// `_sum`. Returns its count.
+fn histogram(body: &str, name: &str, labels: &str) -> f64 {
+    let prefix = format!("{name}_bucket{{{labels},le=\"");
+    let buckets: Vec<(String, f64)> = body
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, value) = rest.split_once("\"} ")?;
+            Some((le.to_string(), value.parse().ok()?))
+        })
+        .collect();
+    assert!(
+        buckets.len() >= 10,
+        "too few buckets of {name}{{{labels}}}:\n{body}"
+    );
+    let first: f64 = buckets[0].0.parse().unwrap();
+    assert!((5e-6..=20e-6).contains(&first), "first bound {first}");
+    let bounds: Vec<f64> = buckets[..buckets.len() - 1]
+        .iter()
+        .map(|(le, _)| le.parse().unwrap())
+        .collect();
+    assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{bounds:?}");
+    let last = *bounds.last().unwrap();
+    assert!((5.0..=20.0).contains(&last), "last bound {last}");
+    assert_eq!(buckets.last().unwrap().0, "+Inf");
+    assert!(
+        buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+        "not cumulative: {buckets:?}"
+    );
+    let count = metric(body, &format!("{name}_count{{{labels}}}"));
+    assert_eq!(buckets.last().unwrap().1, count, "+Inf bucket and count");
+    let sum = metric(body, &format!("{name}_sum{{{labels}}}"));
+    assert!(sum >= 0.0 && (count > 0.0 || sum == 0.0), "sum {sum}");
+    count
+}
+
 // ---- configuration errors ----
 
 #[test]
@@ -397,9 +436,55 @@ fn config_errors_name_the_file_the_key_and_the_problem() {
         ),
         (
             "duplicate-binding",
-            format!("{}bind = [{{ data = \"/app\" }}, {{ exists = \"/app\" }}]\n", ok_plugin("a")),
+            format!("{}bind = [{{ data = \"/app\" }}, {{ data = \"/app\" }}]\n", ok_plugin("a")),
             ": plugin[0].bind[1]:",
             "the same binding as plugin[0].bind[0]",
+        ),
+        (
+            "one-shot-on-a-persistent-path",
+            format!(
+                "{}bind = [{{ recursive = \"/app\" }}]\n{}bind = [{{ exists = \"/app\" }}]\n",
+                ok_plugin("a"),
+                ok_plugin("b")
+            ),
+            ": plugin[1].bind[0]:",
+            "an exists watch on /app would turn the recursive watch of plugin[0].bind[0] into a one-shot watch",
+        ),
+        (
+            "persistent-on-a-one-shot-path",
+            format!("{}bind = [{{ children = \"/app\" }}, {{ persistent = \"/app\" }}]\n", ok_plugin("a")),
+            ": plugin[0].bind[0]:",
+            "a children watch on /app would turn the persistent watch of plugin[0].bind[1] into a one-shot watch",
+        ),
+        (
+            "shutdown-duration-without-unit",
+            "[shutdown]\ndrain_timeout = \"5\"\n".into(),
+            ": shutdown.drain_timeout:",
+            "\"5\" is not a duration: expected a number and a unit (ms, s or m)",
+        ),
+        (
+            "shutdown-duration-zero",
+            "[shutdown]\nclose_timeout = \"0s\"\n".into(),
+            ": shutdown.close_timeout:",
+            "must be greater than 0",
+        ),
+        (
+            "shutdown-duration-too-long",
+            "[shutdown]\nclose_timeout = \"90m\"\n".into(),
+            ": shutdown.close_timeout:",
+            "over the maximum of 1 hour",
+        ),
+        (
+            "shutdown-duration-number",
+            "[shutdown]\ndrain_timeout = 5\n".into(),
+            ": shutdown.drain_timeout:",
+            "invalid type: integer `5`, expected a string",
+        ),
+        (
+            "shutdown-unknown-key",
+            "[shutdown]\ndrain = \"5s\"\n".into(),
+            ": shutdown.drain:",
+            "unknown field `drain`",
         ),
         (
             "persistent-mode-conflict",
@@ -771,7 +856,7 @@ fn run_serves_plugins_on_its_private_zookeeper() {
         &format!(
             "[zookeeper]\nchroot = \"/app\"\nsession_timeout_ms = 8000\n\
              auth = [{{ scheme = \"digest\", credentials = \"tester:s3cret-pw\" }}]\n\
-             [host]\nisolation = \"per-plugin\"\ncache_dir = \"{}\"\nmetrics = \"127.0.0.1:0\"\n\n{}{}{}{}",
+             [host]\nisolation = \"per-plugin\"\ncache_dir = \"{}\"\nmetrics = \"127.0.0.1:0\"\n\n{}{}{}{}{}",
             cache_dir().display(),
             plugin(
                 "mirror",
@@ -782,6 +867,11 @@ fn run_serves_plugins_on_its_private_zookeeper() {
                 "audit",
                 &guest("audit_log"),
                 "read = [\"/config\", \"/flag\"]\nbind = [{ recursive = \"/config\" }, { exists = \"/flag\" }]"
+            ),
+            plugin(
+                "crashy",
+                &guest("panic"),
+                "read = [\"/boom\"]\nmax_crashes = 2\nbind = [{ recursive = \"/boom\" }]"
             ),
             plugin(
                 "reporter",
@@ -819,6 +909,7 @@ fn run_serves_plugins_on_its_private_zookeeper() {
     wait_data(&rt, &zk, "/reporters/t", b"connected");
     let owner = zk.exists("/reporters/t").unwrap().unwrap().ephemeral_owner;
     assert_ne!(owner, 0);
+    let before = http_get(&metrics_addr, "/metrics");
     // config-mirror copies a value; audit-log reports it.
     zk.create_with(
         "/config/a",
@@ -836,14 +927,116 @@ fn run_serves_plugins_on_its_private_zookeeper() {
     // async-counter counts to its limit; audit's exists binding sees /flag appear.
     zk.create("/counter", b"0", CreateMode::Persistent).unwrap();
     wait_data(&rt, &zk, "/counter", b"3");
+    // audit's exists binding hears /flag appear and go, not its data change.
+    let audit_flag = |l: &str| l.contains("plugin=audit") && l.contains(" /flag ");
     zk.create("/flag", b"", CreateMode::Persistent).unwrap();
     run.err.wait("audit's exists binding", WAIT, |l| {
-        l.contains("node-created /flag") && l.contains("plugin=audit")
+        audit_flag(l) && l.contains("node-created /flag")
+    });
+    zk.set_data("/flag", b"changed", None).unwrap();
+    zk.delete("/flag", None).unwrap();
+    run.err.wait("the deletion", WAIT, |l| {
+        audit_flag(l) && l.contains("node-deleted /flag")
+    });
+    zk.create("/flag", b"", CreateMode::Persistent).unwrap();
+    run.err.wait_nth(2, "the second creation", WAIT, |l| {
+        audit_flag(l) && l.contains("node-created /flag")
+    });
+    assert_eq!(run.err.count(audit_flag), 3, "{}", run.err.all());
+    // A plugin that traps on every event: rebuilt once, then disabled.
+    zk.create("/boom", b"", CreateMode::Persistent).unwrap();
+    zk.create("/boom/1", b"", CreateMode::Persistent).unwrap();
+    run.err.wait("crashy's first trap", WAIT, |l| {
+        l.contains("plugin=crashy") && l.contains("instance will be rebuilt")
+    });
+    zk.create("/boom/2", b"", CreateMode::Persistent).unwrap();
+    run.err.wait("crashy disabled", WAIT, |l| {
+        l.contains("plugin=crashy") && l.contains("plugin disabled")
     });
 
-    // The metrics endpoint.
+    // The metrics endpoint: the events above moved the lanes' counters and histograms.
     let body = http_get(&metrics_addr, "/metrics");
     assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body}");
+    for (name, labels) in [
+        (
+            "wazoo_plugin_lane_callback_seconds",
+            "plugin=\"mirror\",lane=\"watch\"",
+        ),
+        (
+            "wazoo_plugin_lane_wait_seconds",
+            "plugin=\"mirror\",lane=\"watch\"",
+        ),
+        (
+            "wazoo_plugin_lane_callback_seconds",
+            "plugin=\"counter\",lane=\"completion\"",
+        ),
+        (
+            "wazoo_plugin_lane_callback_seconds",
+            "plugin=\"audit\",lane=\"watch\"",
+        ),
+        (
+            "wazoo_lane_callback_seconds",
+            "lanes=\"forward\",lane=\"watch\"",
+        ),
+        (
+            "wazoo_lane_wait_seconds",
+            "lanes=\"forward\",lane=\"watch\"",
+        ),
+    ] {
+        let (was, now) = (
+            histogram(&before, name, labels),
+            histogram(&body, name, labels),
+        );
+        assert!(now > was, "{name}{{{labels}}} stayed at {was}");
+    }
+    assert_eq!(
+        metric(
+            &body,
+            "wazoo_plugin_lane_events_total{plugin=\"audit\",lane=\"watch\"}"
+        ),
+        histogram(
+            &body,
+            "wazoo_plugin_lane_callback_seconds",
+            "plugin=\"audit\",lane=\"watch\""
+        ),
+    );
+    assert!(
+        metric(
+            &body,
+            "wazoo_plugin_lane_events_total{plugin=\"counter\",lane=\"completion\"}"
+        ) >= 3.0
+    );
+    assert!(
+        histogram(
+            &body,
+            "wazoo_plugin_lane_callback_seconds",
+            "plugin=\"reporter\",lane=\"session\""
+        ) >= 1.0
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "wazoo_plugin_lane_failures_total{plugin=\"crashy\",lane=\"watch\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(&body, "wazoo_plugin_traps_total{plugin=\"crashy\"}"),
+        2.0
+    );
+    assert_eq!(
+        metric(&body, "wazoo_plugin_restarts_total{plugin=\"crashy\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&body, "wazoo_plugin_disabled{plugin=\"crashy\"}"),
+        1.0
+    );
+    assert_eq!(metric(&body, "wazoo_plugins_disabled"), 1.0);
+    assert_eq!(
+        metric(&body, "wazoo_plugin_restarts_total{plugin=\"mirror\"}"),
+        0.0
+    );
     assert!(
         body.contains("Content-Type: text/plain; version=0.0.4"),
         "{body}"
@@ -872,24 +1065,35 @@ fn run_serves_plugins_on_its_private_zookeeper() {
         metric(&body, "wazoo_session_state{state=\"suspended\"}"),
         0.0
     );
-    for lane in ["session", "watch", "completion"] {
-        metric(
-            &body,
-            &format!("wazoo_lane_events_total{{lane=\"{lane}\"}}"),
-        );
-        metric(&body, &format!("wazoo_lane_queue_depth{{lane=\"{lane}\"}}"));
-        metric(
-            &body,
-            &format!("wazoo_lane_busy_seconds_total{{lane=\"{lane}\"}}"),
-        );
+    for lanes in ["client", "forward"] {
+        for lane in ["session", "watch", "completion"] {
+            let labels = format!("lanes=\"{lanes}\",lane=\"{lane}\"");
+            metric(&body, &format!("wazoo_lane_events_total{{{labels}}}"));
+            metric(&body, &format!("wazoo_lane_queue_depth{{{labels}}}"));
+            metric(&body, &format!("wazoo_lane_busy_seconds_total{{{labels}}}"));
+            histogram(&body, "wazoo_lane_callback_seconds", &labels);
+        }
     }
+    for plugin in ["mirror", "audit", "reporter", "counter", "crashy"] {
+        for lane in ["session", "watch", "completion"] {
+            let labels = format!("plugin=\"{plugin}\",lane=\"{lane}\"");
+            metric(&body, &format!("wazoo_plugin_lane_queue_depth{{{labels}}}"));
+            histogram(&body, "wazoo_plugin_lane_wait_seconds", &labels);
+        }
+    }
+    assert!(
+        metric(
+            &body,
+            "wazoo_lane_events_total{lanes=\"client\",lane=\"session\"}"
+        ) >= 1.0
+    );
     assert!(http_get(&metrics_addr, "/other").starts_with("HTTP/1.1 404"));
 
     // SIGHUP reloads every plugin; the watches stay armed.
     let reloaded = |l: &str| l.contains("plugin reloaded");
     assert_eq!(run.err.count(reloaded), 0);
     run.signal("HUP");
-    run.err.wait_nth(4, "four reloads", WAIT, reloaded);
+    run.err.wait_nth(5, "five reloads", WAIT, reloaded);
     zk.create("/config/b", b"after-hup", CreateMode::Persistent)
         .unwrap();
     wait_data(&rt, &zk, "/mirror/b", b"after-hup");
@@ -897,7 +1101,7 @@ fn run_serves_plugins_on_its_private_zookeeper() {
     // Rewriting a component file reloads that plugin alone.
     let bytes = std::fs::read(tmp.0.join("mirror.wasm")).unwrap();
     std::fs::write(tmp.0.join("mirror.wasm"), &bytes).unwrap();
-    let line = run.err.wait_nth(5, "a fifth reload", WAIT, reloaded);
+    let line = run.err.wait_nth(6, "a sixth reload", WAIT, reloaded);
     assert!(line.contains("plugin=mirror"), "{line}");
     run.err.wait("the reason", WAIT, |l| {
         l.contains("reloading (its file changed)") && l.contains("plugin=mirror")
@@ -932,19 +1136,47 @@ fn run_serves_plugins_on_its_private_zookeeper() {
     );
 }
 
+/// The metrics address `wazoo run` announced.
+fn metrics_address(run: &Proc) -> String {
+    let line = run.out.wait("the metrics address", WAIT, |l| {
+        l.starts_with("wazoo: metrics at http://")
+    });
+    line["wazoo: metrics at http://".len()..]
+        .trim_end_matches("/metrics")
+        .to_string()
+}
+
+/// Waits until `cond` holds for a scrape of the metrics endpoint (a bounded poll: the counters
+/// have no event to await).
+fn wait_metrics(addr: &str, what: &str, cond: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = http_get(addr, "/metrics");
+        if cond(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {WAIT:?}; last scrape:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn sigterm_with_events_in_flight_closes_the_session_at_once() {
     let tmp = TempDir::new("sigterm");
     let (_server, hosts) = server(&tmp);
-    let cfg = tmp.file(
-        "plugins.toml",
-        &format!(
-            "[zookeeper]\nhosts = \"{hosts}\"\n[host]\ncache_dir = \"{}\"\nlog = \"json\"\n\n{}{}{}",
+    let config = |drain: &str, name: &str, rounds: u32| {
+        format!(
+            "[zookeeper]\nhosts = \"{hosts}\"\n[host]\ncache_dir = \"{}\"\nlog = \"json\"\n\
+             metrics = \"127.0.0.1:0\"\n[shutdown]\ndrain_timeout = \"{drain}\"\n\
+             close_timeout = \"20s\"\n\n{}{}{}",
             cache_dir().display(),
             plugin(
                 "reporter",
                 &guest("session_reporter"),
-                "config = { name = \"victim\" }\nwrite = [\"/reporters\"]\nbind = [{ session = true }]"
+                &format!("config = {{ name = \"{name}\" }}\nwrite = [\"/reporters\"]\nbind = [{{ session = true }}]")
             ),
             plugin(
                 "mirror",
@@ -954,12 +1186,16 @@ fn sigterm_with_events_in_flight_closes_the_session_at_once() {
             plugin(
                 "slow",
                 &guest("slow_ok"),
-                "config = { path = \"/slow\", rounds = 100000 }\nread = [\"/slow\"]\nwrite = [\"/slow-done\"]\nbind = [{ recursive = \"/slow\" }]"
+                &format!("config = {{ path = \"/slow\", rounds = {rounds} }}\nread = [\"/slow\"]\nwrite = [\"/slow-done\"]\nwall_ms = 120000\ncompute_ms = 60000\nbind = [{{ recursive = \"/slow\" }}]")
             ),
-        ),
-    );
+        )
+    };
+    // 1. A long callback in flight and 301 events queued behind it on the shared watch lane:
+    //    SIGTERM runs every one of them before the session is closed.
+    let cfg = tmp.file("plugins.toml", &config("60s", "victim", 2000));
     let (mut run, announced) = start_run(&cfg, "run-json");
     assert_eq!(announced, hosts);
+    let addr = metrics_address(&run);
     let (rt, zk) = client(&hosts);
     wait_data(&rt, &zk, "/reporters/victim", b"connected");
     // The log is JSON, one object a line, with the plugin's name as a field.
@@ -968,12 +1204,11 @@ fn sigterm_with_events_in_flight_closes_the_session_at_once() {
     });
     assert!(json(&line)["message"].is_string(), "{line}");
 
-    // A slow callback in flight, and a burst of queued events behind others.
     zk.create("/slow", b"", CreateMode::Persistent).unwrap();
-    zk.create("/config", b"", CreateMode::Persistent).unwrap();
     run.err.wait("the slow callback started", WAIT, |l| {
         l.contains("\"plugin\":\"slow\"") && l.contains("rounds")
     });
+    zk.create("/config", b"", CreateMode::Persistent).unwrap();
     let pending: Vec<_> = (0..300)
         .map(|i| {
             zk.async_client()
@@ -984,10 +1219,56 @@ fn sigterm_with_events_in_flight_closes_the_session_at_once() {
     for p in pending {
         rt.block_on(p).unwrap();
     }
+    let mirror = "plugin=\"mirror\",lane=\"watch\"";
+    let slow = "plugin=\"slow\",lane=\"watch\"";
+    let body = wait_metrics(&addr, "the mirror's 301 events queued", |b| {
+        metric(b, &format!("wazoo_plugin_lane_queue_depth{{{mirror}}}"))
+            + metric(b, &format!("wazoo_plugin_lane_events_total{{{mirror}}}"))
+            >= 301.0
+    });
+    assert_eq!(
+        metric(&body, &format!("wazoo_plugin_lane_events_total{{{slow}}}")),
+        0.0,
+        "the slow callback is still running"
+    );
+    run.signal("TERM");
+    let status = run.wait_exit(WAIT * 2);
+    assert!(status.success(), "exit {status:?}:\n{}", run.err.all());
+    run.err
+        .wait("drained", WAIT, |l| l.contains("lanes drained"));
+    // No callback was lost: the slow one finished and every queued event was mirrored.
+    assert_eq!(zk.get_data("/slow-done").unwrap().0, b"finished");
+    assert_eq!(zk.get_children("/mirror").unwrap().0.len(), 300);
+    // The session was closed, not abandoned: its ephemeral is gone at once.
+    assert_eq!(zk.exists("/reporters/victim").unwrap(), None);
+
+    // 2. A callback that would run for minutes and a short drain timeout: wazoo gives up on it
+    //    after shutdown.drain_timeout and still closes the session.
+    zk.delete("/slow-done", None).unwrap();
+    let cfg = tmp.file("stuck.toml", &config("300ms", "victim2", 1_000_000));
+    let (mut run, _) = start_run(&cfg, "run-stuck");
+    wait_data(&rt, &zk, "/reporters/victim2", b"connected");
+    zk.set_data("/slow", b"go", None).unwrap();
+    run.err.wait("the stuck callback started", WAIT, |l| {
+        l.contains("\"plugin\":\"slow\"") && l.contains("1000000 rounds")
+    });
+    let t = Instant::now();
     run.signal("TERM");
     let status = run.wait_exit(WAIT);
     assert!(status.success(), "exit {status:?}:\n{}", run.err.all());
-    // The session was closed, not abandoned: its ephemeral is gone at once.
-    assert_eq!(zk.exists("/reporters/victim").unwrap(), None);
+    run.err.wait("the drain timeout", WAIT, |l| {
+        l.contains("did not drain within 300ms (shutdown.drain_timeout)")
+    });
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "exiting took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(zk.exists("/reporters/victim2").unwrap(), None);
+    assert_eq!(
+        zk.exists("/slow-done").unwrap(),
+        None,
+        "the callback was cut"
+    );
     zk.close();
 }

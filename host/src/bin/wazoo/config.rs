@@ -104,6 +104,24 @@ pub struct HostSettings {
     pub log: LogFormat,
 }
 
+/// The `[shutdown]` section, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownSettings {
+    /// How long the lanes may take to run what is queued after SIGINT or SIGTERM.
+    pub drain_timeout: Duration,
+    /// How long closing the session may take after that.
+    pub close_timeout: Duration,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        ShutdownSettings {
+            drain_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// One `[[plugin]]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginSettings {
@@ -130,6 +148,8 @@ pub struct Config {
     pub zookeeper: ZkSettings,
     /// `[host]`.
     pub host: HostSettings,
+    /// `[shutdown]`.
+    pub shutdown: ShutdownSettings,
     /// Every `[[plugin]]`, in file order.
     pub plugins: Vec<PluginSettings>,
 }
@@ -144,7 +164,16 @@ struct RawFile {
     #[serde(default)]
     host: RawHost,
     #[serde(default)]
+    shutdown: RawShutdown,
+    #[serde(default)]
     plugin: Vec<RawPlugin>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawShutdown {
+    drain_timeout: Option<String>,
+    close_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -393,10 +422,14 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     let v = Validator { file, base: &base };
     let zookeeper = v.zookeeper(raw.zookeeper)?;
     let host = v.host(raw.host)?;
+    let shutdown = v.shutdown(raw.shutdown)?;
     let mut plugins = Vec::new();
     let mut names: HashMap<String, String> = HashMap::new();
     // Persistent watches per path across plugins: one session, one mode per path.
     let mut persistent: HashMap<String, (bool, String)> = HashMap::new();
+    // The first data, exists or children binding per path, which a persistent watch there would
+    // be replaced by (and the reverse).
+    let mut one_shot: HashMap<String, (Binding, String)> = HashMap::new();
     for (i, p) in raw.plugin.into_iter().enumerate() {
         let key = format!("plugin[{i}]");
         let settings = v.plugin(&key, p)?;
@@ -413,8 +446,23 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             let (path, recursive) = match b {
                 Binding::Persistent(p) => (p, false),
                 Binding::PersistentRecursive(p) => (p, true),
+                Binding::Data(p) | Binding::Exists(p) | Binding::Children(p) => {
+                    if let Some((mode, other)) = persistent.get(p) {
+                        return Err(v.err(bkey.clone(), one_shot_conflict(b, p, *mode, other)));
+                    }
+                    one_shot
+                        .entry(p.clone())
+                        .or_insert((b.clone(), bkey.clone()));
+                    continue;
+                }
                 _ => continue,
             };
+            if let Some((first, other)) = one_shot.get(path) {
+                return Err(v.err(
+                    other.clone(),
+                    one_shot_conflict(first, path, recursive, bkey),
+                ));
+            }
             match persistent.get(path) {
                 Some((mode, other)) if *mode != recursive => {
                     return Err(v.err(
@@ -440,8 +488,24 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         file: file.to_path_buf(),
         zookeeper,
         host,
+        shutdown,
         plugins,
     })
+}
+
+/// Why a data, exists or children binding cannot share its path with a persistent watch.
+fn one_shot_conflict(binding: &Binding, path: &str, recursive: bool, other: &str) -> String {
+    let kind = match binding {
+        Binding::Data(_) => "a data",
+        Binding::Exists(_) => "an exists",
+        _ => "a children",
+    };
+    format!(
+        "{kind} watch on {path} would turn the {} watch of {other} into a one-shot watch: \
+         ZooKeeper keeps one watch mode per path and session (every plugin shares the session); \
+         let the persistent watch's plugin handle {path}, or bind another path",
+        mode_name(recursive)
+    )
 }
 
 fn mode_name(recursive: bool) -> &'static str {
@@ -612,6 +676,38 @@ impl Validator<'_> {
         })
     }
 
+    fn duration(&self, key: &str, text: Option<String>) -> Result<Option<Duration>, ConfigError> {
+        let Some(text) = text else { return Ok(None) };
+        let d = parse_duration(&text).ok_or_else(|| {
+            self.err(
+                key,
+                format!(
+                    "{text:?} is not a duration: expected a number and a unit (ms, s or m), \
+                     e.g. \"5s\" or \"500ms\""
+                ),
+            )
+        })?;
+        if d.is_zero() {
+            return Err(self.err(key, "must be greater than 0"));
+        }
+        if d > Duration::from_secs(3600) {
+            return Err(self.err(key, format!("{text:?} is over the maximum of 1 hour")));
+        }
+        Ok(Some(d))
+    }
+
+    fn shutdown(&self, s: RawShutdown) -> Result<ShutdownSettings, ConfigError> {
+        let default = ShutdownSettings::default();
+        Ok(ShutdownSettings {
+            drain_timeout: self
+                .duration("shutdown.drain_timeout", s.drain_timeout)?
+                .unwrap_or(default.drain_timeout),
+            close_timeout: self
+                .duration("shutdown.close_timeout", s.close_timeout)?
+                .unwrap_or(default.close_timeout),
+        })
+    }
+
     fn plugin(&self, key: &str, p: RawPlugin) -> Result<PluginSettings, ConfigError> {
         let k = |field: &str| format!("{key}.{field}");
         if p.name.is_empty()
@@ -687,15 +783,14 @@ impl Validator<'_> {
                     ))
                 }
                 RawBind::Data(p) => ("data", Binding::Data(p)),
-                // Binding::Data arms get/exists just as a dedicated exists watch would, and also
-                // reports data changes.
-                RawBind::Exists(p) => ("exists", Binding::Data(p)),
+                RawBind::Exists(p) => ("exists", Binding::Exists(p)),
                 RawBind::Children(p) => ("children", Binding::Children(p)),
                 RawBind::Persistent(p) => ("persistent", Binding::Persistent(p)),
                 RawBind::Recursive(p) => ("recursive", Binding::PersistentRecursive(p)),
             };
             let path = match &binding {
                 Binding::Data(p)
+                | Binding::Exists(p)
                 | Binding::Children(p)
                 | Binding::Persistent(p)
                 | Binding::PersistentRecursive(p) => Some(p.clone()),
@@ -735,6 +830,24 @@ impl Validator<'_> {
     }
 }
 
+/// A duration written as a number and a unit: `250ms`, `5s`, `1.5s`, `2m`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = t.split_at(split);
+    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+        return None;
+    }
+    let value: f64 = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" => 60.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(value * scale).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -760,6 +873,35 @@ mod tests {
         let e = err("[zookeeper\n");
         assert_eq!(e.key, None);
         assert!(e.to_string().starts_with("/nonexistent/c.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn durations_have_a_unit() {
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            ("5s", Some(ms(5000))),
+            ("250ms", Some(ms(250))),
+            ("1.5s", Some(ms(1500))),
+            ("2m", Some(ms(120_000))),
+            (" 3s ", Some(ms(3000))),
+            ("5", None),
+            ("s", None),
+            ("5 h", None),
+            ("-1s", None),
+            (".5s", None),
+            ("5.s", None),
+            ("1e3s", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_duration(text), want, "{text:?}");
+        }
+        let c = parse(
+            Path::new("/nonexistent/c.toml"),
+            "[shutdown]\ndrain_timeout = \"750ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.shutdown.drain_timeout, ms(750));
+        assert_eq!(c.shutdown.close_timeout, ms(10_000), "the default");
     }
 
     #[test]

@@ -91,7 +91,8 @@ enum Command {
     /// With no zookeeper.hosts, starts a private ZooKeeper (Debian's zookeeper package) and
     /// stops it on exit. SIGHUP reloads every plugin from its file; a plugin whose file changes
     /// is reloaded within a second; the session and the watches stay. SIGINT or SIGTERM drains
-    /// the lanes (5 s at most), unloads the plugins, closes the session and exits 0.
+    /// the lanes (shutdown.drain_timeout, 5 s by default), unloads the plugins, closes the
+    /// session (shutdown.close_timeout, 10 s) and exits 0.
     ///
     /// Standard output gets `wazoo: ZooKeeper at HOST:PORT` once connected, `wazoo: metrics at
     /// http://ADDR/metrics` when host.metrics is set, and `wazoo: ready` once every plugin is

@@ -13,17 +13,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, Context, Result};
-use wazoo::{Client, Lanes, Plugin, PluginHost, PluginHostConfig};
+use wazoo::{Client, LaneKind, LaneMetrics, Lanes, Plugin, PluginHost, PluginHostConfig};
 
 use crate::config::{Config, PluginSettings};
 use crate::local_zk::LocalZk;
 use crate::metrics;
 use crate::signals::{Sig, Signals};
 
-/// How long the lanes may take to drain at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long closing the session may take at shutdown.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often component files are checked for changes.
 const POLL_EVERY: Duration = Duration::from_secs(1);
 
@@ -47,6 +43,16 @@ impl Loaded {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map(Plugin::stats)
+            .unwrap_or_default()
+    }
+
+    /// Its events on one of its guest lanes (zero once unloaded).
+    pub fn lane_metrics(&self, lane: LaneKind) -> LaneMetrics {
+        self.plugin
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|p| p.lane_metrics(lane))
             .unwrap_or_default()
     }
 }
@@ -166,9 +172,12 @@ async fn serve(cfg: &Config, hosts: &str, signals: &mut Signals) -> Result<i32> 
     println!("wazoo: ZooKeeper at {hosts}");
 
     let r = serve_plugins(cfg, &client, signals).await;
-    match tokio::time::timeout(CLOSE_TIMEOUT, client.close()).await {
+    let close_timeout = cfg.shutdown.close_timeout;
+    match tokio::time::timeout(close_timeout, client.close()).await {
         Ok(()) => tracing::info!("closed the ZooKeeper session"),
-        Err(_) => tracing::warn!("closing the session took over {CLOSE_TIMEOUT:?}; giving up"),
+        Err(_) => tracing::warn!(
+            "closing the session took over {close_timeout:?} (shutdown.close_timeout); giving up"
+        ),
     }
     r
 }
@@ -215,6 +224,7 @@ async fn serve_plugins(cfg: &Config, client: &Client, signals: &mut Signals) -> 
                 listener,
                 metrics::Source {
                     lanes: client.lanes().clone(),
+                    host: host.clone(),
                     client: client.clone(),
                     plugins: plugins.clone(),
                 },
@@ -257,16 +267,23 @@ async fn serve_plugins(cfg: &Config, client: &Client, signals: &mut Signals) -> 
             t.abort();
             let _ = t.await;
         }
-        // Guest lanes first (no new events; those queued are handled), then native lanes.
-        let guests_drained = host.drain(DRAIN_TIMEOUT).await;
+        // Guest lanes first (no new events; those queued are handled), then native lanes,
+        // within one deadline.
+        let drain_timeout = cfg.shutdown.drain_timeout;
+        let deadline = tokio::time::Instant::now() + drain_timeout;
+        let guests_drained = host.drain(drain_timeout).await;
         let lanes = client.lanes().clone();
-        let drained = tokio::task::spawn_blocking(move || lanes.drain(DRAIN_TIMEOUT))
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let drained = tokio::task::spawn_blocking(move || lanes.drain(left))
             .await
             .unwrap_or(false)
             && guests_drained;
-        if !drained {
+        if drained {
+            tracing::info!("lanes drained");
+        } else {
             tracing::warn!(
-                "the lanes did not drain within {DRAIN_TIMEOUT:?}; dropping what is left"
+                "the lanes did not drain within {drain_timeout:?} (shutdown.drain_timeout); \
+                 dropping what is left"
             );
         }
         // Taking a plugin waits for a reload in progress: off the async threads.
