@@ -775,8 +775,9 @@ impl Actor {
                     }
                 }
                 () = lowat.expired(), if lowat.waiting() => {
-                    // Replies may be trickling in below the mark: take what is there.
-                    lowat.hold();
+                    // Replies are trickling in below the mark: take what is there (a
+                    // non-blocking read returns whatever has arrived, mark or not).
+                    lowat.missed();
                     match rd.try_read_buf(rbuf) {
                         Ok(0) => return if closing_since.is_some() { Disconnect::Closed } else { Disconnect::Eof },
                         Ok(_) => {
@@ -1083,25 +1084,31 @@ async fn isro(addr: SocketAddr) -> Option<String> {
 /// The session socket's receive low-water mark (`SO_RCVLOWAT`): while many replies are due,
 /// the kernel wakes the actor only once enough bytes for several of them have arrived, so one
 /// read takes a batch instead of one reply per wake-up (on a 2-core machine with the server
-/// next door, one wake-up per reply was most of the client's CPU). The mark never exceeds what
-/// the replies still due must add up to (each is at least [`MIN_REPLY`] bytes), and an end of
-/// stream is reported whatever the mark, so nothing can wait for bytes that never come; replies
-/// that trickle in below it (a slow server) wait at most [`LOWAT_WAIT`] (plus the timer's 1 ms
-/// granularity) before the actor reads them anyway. Values are powers of two so the option is
-/// set a few times per burst, not per read. Only while at least [`CORK_AWAITING`] replies are
-/// due: sequential callers never see it.
+/// next door, one wake-up per reply was most of the client's CPU).
+///
+/// The mark never exceeds what the replies still due must add up to (each is at least
+/// [`MIN_REPLY`] bytes), and an end of stream is reported whatever the mark, so nothing can
+/// wait for bytes that never come. It adapts to how fast replies arrive: a mark reached doubles
+/// the cap (up to [`MAX_LOWAT`]); a mark not reached within [`LOWAT_WAIT`] halves it (down to
+/// [`MIN_LOWAT`]) and the actor reads what is there anyway, so a reply waits at most that long
+/// (plus the timer's 1 ms granularity). Values are powers of two so the option changes a few
+/// times per burst, not per read. Only while at least [`CORK_AWAITING`] replies are due:
+/// sequential callers never see it.
 struct RecvLowat {
     #[cfg(target_os = "linux")]
     fd: std::os::fd::RawFd,
+    /// The mark now set on the socket (1: none).
     current: usize,
-    /// Set after the wait expired: keep the mark down until the next read.
-    held: bool,
+    /// The most the mark may be raised to now.
+    cap: usize,
     /// When the actor reads anyway although the mark is not reached.
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 /// See [`RecvLowat`].
 const LOWAT_WAIT: Duration = Duration::from_millis(1);
+/// See [`RecvLowat`].
+const MIN_LOWAT: usize = 512;
 
 impl RecvLowat {
     fn new(stream: &TcpStream) -> RecvLowat {
@@ -1113,7 +1120,7 @@ impl RecvLowat {
             #[cfg(target_os = "linux")]
             fd,
             current: 1,
-            held: false,
+            cap: MAX_LOWAT,
             timer: Box::pin(tokio::time::sleep(LOWAT_WAIT)),
         }
     }
@@ -1128,18 +1135,18 @@ impl RecvLowat {
         self.timer.as_mut().await
     }
 
-    /// Something was read: the mark may go up again, and the wait starts over.
+    /// The socket was readable: with a mark set, it was reached.
     fn read(&mut self) {
-        self.held = false;
         if self.current > 1 {
+            self.cap = (self.cap * 2).min(MAX_LOWAT);
             self.restart();
         }
     }
 
-    /// The wait expired: mark down until the next read.
-    fn hold(&mut self) {
-        self.held = true;
-        self.set(1);
+    /// The mark was not reached in time.
+    fn missed(&mut self) {
+        self.cap = (self.cap / 2).max(MIN_LOWAT);
+        self.restart();
     }
 
     fn restart(&mut self) {
@@ -1150,10 +1157,10 @@ impl RecvLowat {
 
     /// Sets the mark for `due` replies still awaited.
     fn update(&mut self, due: usize) {
-        let want = if due < CORK_AWAITING || self.held {
+        let want = if due < CORK_AWAITING {
             1
         } else {
-            let bytes = ((due - CORK_AWAITING / 2) * MIN_REPLY).min(MAX_LOWAT);
+            let bytes = ((due - CORK_AWAITING / 2) * MIN_REPLY).min(self.cap);
             1usize << (usize::BITS - 1 - bytes.leading_zeros())
         };
         if want != self.current {
