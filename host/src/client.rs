@@ -108,6 +108,45 @@ impl ClientBuilder {
         self
     }
 
+    /// Connects to every server over TLS with these settings, except servers marked `tcp://` in
+    /// the connect string (the global switch). See [`TlsConfig`](crate::TlsConfig).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), wazoo::Error> {
+    /// let tls = wazoo::TlsConfig::new().ca_file("/etc/zookeeper/ca.pem");
+    /// let zk = wazoo::Client::builder("zk1:2281,zk2:2281").tls(tls).connect().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tls(mut self, cfg: crate::TlsConfig) -> Self {
+        self.cfg.tls = Some(crate::tls::TlsSetting {
+            config: cfg,
+            every_host: true,
+            connector: None,
+        });
+        self
+    }
+
+    /// TLS settings for the servers marked `tls://` in the connect string only; the others are
+    /// reached in plain text (`tls://zk1:2281,zk2:2181`: the first over TLS).
+    pub fn tls_per_host(mut self, cfg: crate::TlsConfig) -> Self {
+        self.cfg.tls = Some(crate::tls::TlsSetting {
+            config: cfg,
+            every_host: false,
+            connector: None,
+        });
+        self
+    }
+
+    /// Authenticates every connection with SASL (DIGEST-MD5) right after the handshake, before
+    /// any request: reconnects authenticate again. Wrong credentials make
+    /// [`ClientBuilder::connect`] fail with [`Error::AuthFailed`] (or
+    /// [`Error::SessionClosedRequireSaslAuth`] when the server enforces SASL); ACLs can then
+    /// name the user with the `sasl` scheme ([`crate::Acl::new`]`(perms, "sasl", "bob")`).
+    pub fn sasl(mut self, cfg: crate::SaslConfig) -> Self {
+        self.cfg.sasl = Some(cfg);
+        self
+    }
+
     /// The lanes callbacks run on (default: a new set named after the connect string).
     pub fn lanes(mut self, lanes: Lanes) -> Self {
         self.lanes = Some(lanes);
@@ -124,9 +163,13 @@ impl ClientBuilder {
     }
 
     /// Starts the session and waits until it is connected (read-write, or read-only when
-    /// allowed). Fails with [`Error::Timeout`] if no server accepted it in time.
-    pub async fn connect(self) -> Result<Client> {
+    /// allowed). Fails with [`Error::Timeout`] if no server accepted it in time, or at once
+    /// with what a person must fix when every server failed that way: [`Error::Tls`]
+    /// (certificates), [`Error::AuthFailed`] (SASL credentials); with [`Error::TlsConfig`] when
+    /// the TLS settings cannot be loaded.
+    pub async fn connect(mut self) -> Result<Client> {
         let cs = ConnectString::parse(&self.connect_string)?;
+        crate::tls::prepare(&mut self.cfg.tls, &cs.hosts)?;
         let chroot = cs.chroot.clone();
         let (tx, snap) = session::spawn(self.cfg, cs)
             .map_err(|e| Error::InvalidArgument(format!("cannot start the session thread: {e}")))?;
@@ -153,12 +196,15 @@ impl ClientBuilder {
         let mut snap = client.inner.snap.clone();
         let connected = tokio::time::timeout(self.wait, async {
             loop {
-                let s = *snap.borrow_and_update();
+                let s = snap.borrow_and_update().clone();
                 if matches!(
                     s.state,
                     SessionState::Connected | SessionState::ConnectedReadOnly
                 ) {
                     return Ok(());
+                }
+                if let Some(f) = s.failure.filter(|f| f.every_server) {
+                    return Err(f.error);
                 }
                 if snap.changed().await.is_err() {
                     return Err(Error::Closed);
@@ -168,10 +214,14 @@ impl ClientBuilder {
         .await;
         match connected {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
+            Ok(Err(e)) => {
                 client.close().await;
-                return Err(Error::Timeout(self.wait));
+                return Err(e);
+            }
+            Err(_) => {
+                let failure = client.inner.snap.borrow().failure.clone();
+                client.close().await;
+                return Err(failure.map_or(Error::Timeout(self.wait), |f| f.error));
             }
         }
         for rx in auth_replies {

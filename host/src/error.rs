@@ -170,6 +170,26 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A TLS connection to a server failed for a reason a person must fix: an untrusted,
+    /// expired or mismatched server certificate, or a server that refused this client's
+    /// certificate (or its absence). `reason` says what to change.
+    #[error("TLS connection to {server} failed: {reason}")]
+    Tls {
+        /// The server (`address:port`).
+        server: String,
+        /// What went wrong, for programs.
+        kind: crate::tls::TlsErrorKind,
+        /// What went wrong and what to check, for people.
+        reason: String,
+    },
+    /// The TLS settings could not be used (a missing file, bad PEM, a key that does not fit
+    /// its certificate, `tls://` hosts without TLS settings); nothing was sent.
+    #[error("invalid TLS settings: {0}")]
+    TlsConfig(String),
+    /// The SASL exchange could not complete for a reason other than refused credentials (those
+    /// are [`Error::AuthFailed`]): the server does not offer SASL, or spoke it wrongly.
+    #[error("SASL authentication could not complete: {0}")]
+    Sasl(String),
 }
 
 impl Error {

@@ -44,6 +44,7 @@ mod rand;
 mod recipe;
 mod retry;
 mod session;
+mod tls;
 
 pub use blocking::{block_on, BlockingClient};
 pub use client::{
@@ -65,4 +66,5 @@ pub use proto::records::{
 };
 pub use recipe::{ChildrenWatch, DataWatch};
 pub use retry::RetryPolicy;
-pub use session::{SessionEvent, SessionState};
+pub use session::{SaslConfig, SessionEvent, SessionState};
+pub use tls::{TlsConfig, TlsErrorKind};

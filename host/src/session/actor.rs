@@ -16,10 +16,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::hosts::{ConnectString, HostPort};
+use super::sasl::{self, SaslConfig, SaslFailure};
+use super::transport::Transport;
 use super::watches::{WatchKind, WatchRegistry};
 use super::{
-    Command, Effect, Listener, ReplySink, Request, SessionConfig, SessionEvent, SessionState,
-    Snapshot,
+    Command, ConnectFailure, Effect, Listener, ReplySink, Request, SessionConfig, SessionEvent,
+    SessionState, Snapshot,
 };
 use crate::error::{Error, Result};
 use crate::path::Chroot;
@@ -31,6 +33,7 @@ use crate::proto::records::{
     REPLY_HEADER_LEN, XID_AUTH, XID_NOTIFICATION, XID_PING, XID_SET_WATCHES,
 };
 use crate::rand::Rng;
+use crate::tls::{self, TlsConnector, TlsFailure};
 
 /// Stop taking new commands while this much is waiting to be written.
 const HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -63,6 +66,7 @@ pub(crate) fn spawn(
         state: SessionState::Lost,
         session_id: 0,
         negotiated_timeout: cfg.session_timeout,
+        failure: None,
     });
     let on_caller = cfg.on_caller_runtime;
     let actor = Actor::new(cfg, cs, rx, snap_tx);
@@ -121,7 +125,7 @@ struct Auth {
 }
 
 struct Established {
-    stream: TcpStream,
+    stream: Transport,
     rbuf: BytesMut,
     resp: ConnectResponse,
     addr: SocketAddr,
@@ -162,6 +166,8 @@ struct Actor {
     heard: bool,
     prefer: Option<SocketAddr>,
     rng: Rng,
+    /// Why connecting keeps failing, when a person must fix it (published in the snapshot).
+    failure: Option<ConnectFailure>,
 }
 
 impl Actor {
@@ -198,6 +204,7 @@ impl Actor {
             heard: false,
             prefer: None,
             rng: Rng::new(),
+            failure: None,
         }
     }
 
@@ -274,6 +281,7 @@ impl Actor {
             state: self.state,
             session_id: self.session_id,
             negotiated_timeout: self.timeout,
+            failure: self.failure.clone(),
         });
     }
 
@@ -399,14 +407,15 @@ impl Actor {
         id
     }
 
-    async fn resolve(&mut self) -> Vec<SocketAddr> {
-        let mut out: Vec<SocketAddr> = Vec::new();
-        for h in &self.hosts {
+    /// Every server's addresses, each with the index of its host in the connect string.
+    async fn resolve(&mut self) -> Vec<(SocketAddr, usize)> {
+        let mut out: Vec<(SocketAddr, usize)> = Vec::new();
+        for (i, h) in self.hosts.iter().enumerate() {
             match tokio::net::lookup_host((h.host.as_str(), h.port)).await {
                 Ok(addrs) => {
                     for a in addrs {
-                        if !out.contains(&a) {
-                            out.push(a);
+                        if !out.iter().any(|(b, _)| *b == a) {
+                            out.push((a, i));
                         }
                     }
                 }
@@ -415,10 +424,31 @@ impl Actor {
         }
         self.rng.shuffle(&mut out);
         if let Some(p) = self.prefer.take() {
-            out.retain(|a| *a != p);
-            out.insert(0, p);
+            if let Some(pos) = out.iter().position(|(a, _)| *a == p) {
+                let first = out.remove(pos);
+                out.insert(0, first);
+            }
         }
         out
+    }
+
+    /// Connecting failed for a reason a person must fix: say so once, and publish it so that
+    /// [`crate::ClientBuilder::connect`] can return it.
+    fn report_failure(&mut self, error: Error, every_server: bool) {
+        let new = self.failure.as_ref().map(|f| &f.error) != Some(&error);
+        if new
+            && matches!(
+                error,
+                Error::AuthFailed | Error::SessionClosedRequireSaslAuth
+            )
+        {
+            self.tell(KeeperState::AuthFailed);
+        }
+        self.failure = Some(ConnectFailure {
+            error,
+            every_server,
+        });
+        self.publish();
     }
 
     /// Tries servers until one takes the session, handling commands meanwhile. None when the
@@ -435,7 +465,12 @@ impl Actor {
             let per_host = self.cfg.connect_timeout.unwrap_or_else(|| {
                 (self.timeout / addrs.len().max(1) as u32).max(Duration::from_millis(500))
             });
-            for addr in addrs {
+            let mut fatal: Option<Error> = None;
+            let mut every_server = true;
+            for (addr, hi) in addrs {
+                let host = &self.hosts[hi];
+                let tls = tls::for_host(&self.cfg.tls, host).cloned();
+                let host = host.host.clone();
                 let req = ConnectRequest {
                     last_zxid_seen: self.last_zxid,
                     timeout_ms: self.cfg.session_timeout.as_millis() as i32,
@@ -447,7 +482,15 @@ impl Actor {
                     passwd: self.passwd.clone(),
                     read_only: self.cfg.allow_read_only,
                 };
-                let attempt = handshake(addr, req, per_host, self.cfg.max_frame);
+                let attempt = handshake(
+                    addr,
+                    host,
+                    tls,
+                    self.cfg.sasl.clone(),
+                    req,
+                    per_host,
+                    self.cfg.max_frame,
+                );
                 tokio::pin!(attempt);
                 let res = loop {
                     tokio::select! {
@@ -457,16 +500,36 @@ impl Actor {
                 };
                 match res {
                     Ok(est) if est.resp.timeout_ms <= 0 => {
+                        every_server = false;
                         self.expire("the server reports the session expired");
                     }
-                    Ok(est) => return Some(est),
-                    Err(e) => debug!(%addr, "connect failed: {e}"),
+                    Ok(est) => {
+                        if self.failure.take().is_some() {
+                            self.publish();
+                        }
+                        return Some(est);
+                    }
+                    Err(Failed::Transient(e)) => {
+                        every_server = false;
+                        debug!(%addr, "connect failed: {e}");
+                    }
+                    Err(Failed::Fatal(e)) => {
+                        if self.failure.as_ref().map(|f| &f.error) == Some(&e) {
+                            debug!(%addr, "connect failed again: {e}");
+                        } else {
+                            warn!(%addr, "connect failed: {e}");
+                        }
+                        fatal = Some(e);
+                    }
                 }
                 if self.session_id != 0 && self.last_contact.elapsed() >= self.timeout {
                     self.expire(
                         "no server accepted the session within its timeout (client-side expiry)",
                     );
                 }
+            }
+            if let Some(e) = fatal {
+                self.report_failure(e, every_server);
             }
             // A full pass failed: back off, bounded and jittered, still handling commands.
             cycle = cycle.saturating_add(1);
@@ -611,7 +674,11 @@ impl Actor {
         self.set_state(state, ks);
 
         let mut probe: Option<Probe> = if resp.read_only {
-            Some(Box::pin(probe_read_write(self.hosts.clone(), addr)))
+            Some(Box::pin(probe_read_write(
+                self.hosts.clone(),
+                addr,
+                self.cfg.tls.clone(),
+            )))
         } else {
             None
         };
@@ -661,14 +728,14 @@ impl Actor {
     #[allow(clippy::too_many_arguments)]
     async fn serve_loop(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut Transport,
         rbuf: &mut BytesMut,
         wbuf: &mut BytesMut,
         inflight: &mut VecDeque<InFlight>,
         auth_inflight: &mut VecDeque<u64>,
         probe: &mut Option<Probe>,
     ) -> Disconnect {
-        let mut lowat = RecvLowat::new(stream);
+        let mut lowat = RecvLowat::new(stream.tcp());
         let (mut rd, mut wr) = stream.split();
         // Liveness is judged at tick granularity: the loop only notes that something was
         // received or sent, and the tick turns that into a time (no clock read per batch).
@@ -1003,26 +1070,84 @@ impl Actor {
     }
 }
 
-/// Connects and runs the handshake, within `timeout`.
+/// Why a connection attempt failed.
+enum Failed {
+    /// The network's or the server's doing (refused, reset, timed out): try the next server.
+    Transient(String),
+    /// Certificates or credentials a person must fix.
+    Fatal(Error),
+}
+
+impl Failed {
+    /// An I/O error of a connection, TLS errors sorted out.
+    fn io(tls: Option<&TlsConnector>, addr: SocketAddr, e: std::io::Error) -> Failed {
+        match tls {
+            Some(t) => t.classify(&addr.to_string(), e).into(),
+            None => Failed::Transient(e.to_string()),
+        }
+    }
+}
+
+impl From<TlsFailure> for Failed {
+    fn from(f: TlsFailure) -> Failed {
+        match f {
+            TlsFailure::Io(e) => Failed::Transient(e.to_string()),
+            TlsFailure::Fatal(e) => Failed::Fatal(e),
+        }
+    }
+}
+
+/// Connects (over TLS when `tls` is given, verifying `host`), runs the handshake and, with
+/// `sasl`, the SASL exchange, all within `timeout`.
+#[allow(clippy::too_many_arguments)]
 async fn handshake(
     addr: SocketAddr,
+    host: String,
+    tls: Option<TlsConnector>,
+    sasl: Option<SaslConfig>,
     req: ConnectRequest,
     timeout: Duration,
     max_frame: usize,
-) -> std::result::Result<Established, String> {
+) -> std::result::Result<Established, Failed> {
     let fut = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let tls = tls.as_ref();
+        let mut stream = Transport::connect(addr, &host, tls).await?;
         let mut b = BytesMut::with_capacity(64);
         b.put_i32(0);
         req.write(&mut b);
         let len = (b.len() - 4) as i32;
         b[0..4].copy_from_slice(&len.to_be_bytes());
-        stream.write_all(&b).await.map_err(|e| e.to_string())?;
+        stream
+            .write_all(&b)
+            .await
+            .map_err(|e| Failed::io(tls, addr, e))?;
+        stream.flush().await.map_err(|e| Failed::io(tls, addr, e))?;
         let mut rbuf = BytesMut::with_capacity(64 * 1024);
         loop {
-            if let Some(f) = next_frame(&mut rbuf, max_frame).map_err(|e| e.to_string())? {
-                let resp = ConnectResponse::read(&f).map_err(|e| e.to_string())?;
+            if let Some(f) =
+                next_frame(&mut rbuf, max_frame).map_err(|e| Failed::Transient(e.to_string()))?
+            {
+                let resp =
+                    ConnectResponse::read(&f).map_err(|e| Failed::Transient(e.to_string()))?;
+                if let (Some(cfg), true) = (&sasl, resp.timeout_ms > 0) {
+                    match sasl::exchange(&mut stream, &mut rbuf, max_frame, cfg).await {
+                        Ok(()) => debug!(%addr, user = cfg.user(), "SASL DIGEST-MD5 authenticated"),
+                        Err(SaslFailure::Io(e)) => return Err(Failed::io(tls, addr, e)),
+                        Err(SaslFailure::Fatal(e)) => {
+                            if matches!(e, Error::AuthFailed | Error::SessionClosedRequireSaslAuth)
+                            {
+                                warn!(
+                                    %addr,
+                                    user = cfg.user(),
+                                    "the server refused the SASL credentials: wrong user name \
+                                     or password ({e})"
+                                );
+                            }
+                            return Err(Failed::Fatal(e));
+                        }
+                    }
+                }
+                debug!(%addr, tls = stream.is_tls(), sasl = sasl.is_some(), "handshake done");
                 return Ok(Established {
                     stream,
                     rbuf,
@@ -1033,20 +1158,29 @@ async fn handshake(
             let n = stream
                 .read_buf(&mut rbuf)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Failed::io(tls, addr, e))?;
             if n == 0 {
-                return Err("the server closed the connection during the handshake".to_string());
+                return Err(Failed::Transient(
+                    "the server closed the connection during the handshake".to_string(),
+                ));
             }
         }
     };
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no handshake within {timeout:?}")),
+        Err(_) => Err(Failed::Transient(format!(
+            "no handshake within {timeout:?}"
+        ))),
     }
 }
 
-/// Asks every other server `isro` until one answers `rw` (100 ms, doubling to 60 s).
-async fn probe_read_write(hosts: Vec<HostPort>, current: SocketAddr) -> SocketAddr {
+/// Asks every other server `isro` (over TLS for those that use it) until one answers `rw`
+/// (100 ms, doubling to 60 s).
+async fn probe_read_write(
+    hosts: Vec<HostPort>,
+    current: SocketAddr,
+    tls: Option<tls::TlsSetting>,
+) -> SocketAddr {
     let mut delay = Duration::from_millis(100);
     loop {
         tokio::time::sleep(delay).await;
@@ -1058,7 +1192,7 @@ async fn probe_read_write(hosts: Vec<HostPort>, current: SocketAddr) -> SocketAd
                 if a == current {
                     continue;
                 }
-                if isro(a).await.as_deref() == Some("rw") {
+                if isro(a, &h.host, tls::for_host(&tls, h)).await.as_deref() == Some("rw") {
                     return a;
                 }
             }
@@ -1067,12 +1201,22 @@ async fn probe_read_write(hosts: Vec<HostPort>, current: SocketAddr) -> SocketAd
     }
 }
 
-async fn isro(addr: SocketAddr) -> Option<String> {
+/// The four-letter word `isro`: `rw` or `ro`, or None when the server did not answer in time.
+async fn isro(addr: SocketAddr, host: &str, tls: Option<&TlsConnector>) -> Option<String> {
     let fut = async {
-        let mut s = TcpStream::connect(addr).await.ok()?;
+        let mut s = Transport::connect(addr, host, tls).await.ok()?;
         s.write_all(b"isro").await.ok()?;
+        s.flush().await.ok()?;
+        // The server answers two bytes and closes; over TLS it may close without close_notify,
+        // which reads as an error after the answer: keep what came.
         let mut out = Vec::new();
-        s.read_to_end(&mut out).await.ok()?;
+        let mut buf = [0u8; 16];
+        while out.len() < 2 {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
         String::from_utf8(out).ok()
     };
     tokio::time::timeout(Duration::from_secs(1), fut)

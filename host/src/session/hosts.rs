@@ -1,4 +1,6 @@
-//! Connect strings: `host:port[,host:port...][/chroot]`, hosts as IPv4, `[IPv6]` or names.
+//! Connect strings: `host:port[,host:port...][/chroot]`, hosts as IPv4, `[IPv6]` or names,
+//! each optionally marked `tls://` (this server over TLS) or `tcp://` (this server in plain
+//! text); an unmarked server follows the client's global switch ([`crate::ClientBuilder::tls`]).
 
 use crate::error::{Error, Result};
 use crate::path::Chroot;
@@ -8,6 +10,8 @@ use crate::path::Chroot;
 pub(crate) struct HostPort {
     pub host: String,
     pub port: u16,
+    /// `Some(true)` for `tls://`, `Some(false)` for `tcp://`, `None` when unmarked.
+    pub tls: Option<bool>,
 }
 
 /// A parsed connect string.
@@ -25,7 +29,7 @@ impl ConnectString {
             input: input.to_string(),
             reason: reason.to_string(),
         };
-        let (hosts_part, chroot) = match input.find('/') {
+        let (hosts_part, chroot) = match chroot_start(input) {
             Some(i) => (
                 &input[..i],
                 Chroot::new(&input[i..]).map_err(|e| bad(&e.to_string()))?,
@@ -38,6 +42,18 @@ impl ConnectString {
             if item.is_empty() {
                 continue;
             }
+            let (tls, item) = match scheme_of(item) {
+                Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+                    "tls" => (Some(true), rest),
+                    "tcp" => (Some(false), rest),
+                    _ => {
+                        return Err(bad(&format!(
+                            "unknown scheme {scheme:?}: a host may be marked tls:// or tcp://"
+                        )))
+                    }
+                },
+                None => (None, item),
+            };
             let (host, port) = if let Some(rest) = item.strip_prefix('[') {
                 let end = rest
                     .find(']')
@@ -71,13 +87,37 @@ impl ConnectString {
             if port == 0 {
                 return Err(bad("port 0"));
             }
-            hosts.push(HostPort { host, port });
+            hosts.push(HostPort { host, port, tls });
         }
         if hosts.is_empty() {
             return Err(bad("no hosts"));
         }
         Ok(ConnectString { hosts, chroot })
     }
+}
+
+/// `scheme://rest` at the start of a host item: the scheme and the rest.
+fn scheme_of(item: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = item.split_once("://")?;
+    let plain = !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    plain.then_some((scheme, rest))
+}
+
+/// Where the chroot starts: the first `/` that is not part of a host's `scheme://`.
+fn chroot_start(input: &str) -> Option<usize> {
+    let mut at = 0;
+    for item in input.split(',') {
+        let lead = item.len() - item.trim_start().len();
+        let skip = scheme_of(item.trim_start()).map_or(0, |(s, _)| s.len() + 3);
+        if let Some(i) = item[lead + skip..].find('/') {
+            return Some(at + lead + skip + i);
+        }
+        at += item.len() + 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -93,24 +133,52 @@ mod tests {
             vec![
                 HostPort {
                     host: "127.0.0.1".into(),
-                    port: 2181
+                    port: 2181,
+                    tls: None
                 },
                 HostPort {
                     host: "::1".into(),
-                    port: 2182
+                    port: 2182,
+                    tls: None
                 },
                 HostPort {
                     host: "zk.example".into(),
-                    port: 2181
+                    port: 2181,
+                    tls: None
                 },
                 HostPort {
                     host: "fe80::1".into(),
-                    port: 2181
+                    port: 2181,
+                    tls: None
                 },
             ]
         );
         assert_eq!(c.chroot.prefix(), Some("/app/x"));
         assert_eq!(ConnectString::parse("h:1/").unwrap().chroot.prefix(), None);
+    }
+
+    #[test]
+    fn hosts_marked_tls_or_tcp() {
+        let c = ConnectString::parse("tls://a:2281, tcp://[::1]:2181,b,TLS://c/app").unwrap();
+        let marks: Vec<(&str, u16, Option<bool>)> = c
+            .hosts
+            .iter()
+            .map(|h| (h.host.as_str(), h.port, h.tls))
+            .collect();
+        assert_eq!(
+            marks,
+            vec![
+                ("a", 2281, Some(true)),
+                ("::1", 2181, Some(false)),
+                ("b", 2181, None),
+                ("c", 2181, Some(true)),
+            ]
+        );
+        assert_eq!(c.chroot.prefix(), Some("/app"));
+        let c = ConnectString::parse("tls://h:1").unwrap();
+        assert_eq!(c.chroot.prefix(), None);
+        let e = ConnectString::parse("http://h:1").unwrap_err();
+        assert!(e.to_string().contains("unknown scheme"), "{e}");
     }
 
     #[test]
@@ -125,6 +193,8 @@ mod tests {
             "h:1/bad//root",
             "[::1]x",
             ":1",
+            "tls://",
+            "tls://:1",
         ] {
             assert!(
                 matches!(

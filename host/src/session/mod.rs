@@ -7,6 +7,8 @@
 
 mod actor;
 pub(crate) mod hosts;
+mod sasl;
+pub(crate) mod transport;
 pub(crate) mod watches;
 
 use std::time::Duration;
@@ -15,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) use actor::spawn;
+pub use sasl::SaslConfig;
 use watches::{WatchKind, WatchSink};
 
 use crate::client::ListenerId;
@@ -192,6 +195,10 @@ pub(crate) struct SessionConfig {
     pub set_watches_batch: usize,
     /// Run the actor as a task on the caller's runtime instead of a thread of its own.
     pub on_caller_runtime: bool,
+    /// TLS settings and which servers use them (see [`crate::ClientBuilder::tls`]).
+    pub tls: Option<crate::tls::TlsSetting>,
+    /// SASL credentials, used on every connection right after the handshake.
+    pub sasl: Option<SaslConfig>,
 }
 
 impl Default for SessionConfig {
@@ -205,14 +212,27 @@ impl Default for SessionConfig {
             max_backoff: Duration::from_secs(2),
             set_watches_batch: 128 * 1024,
             on_caller_runtime: false,
+            tls: None,
+            sasl: None,
         }
     }
 }
 
+/// Connection attempts failed for a reason a person must fix (certificates, credentials).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConnectFailure {
+    /// The last such error.
+    pub error: crate::error::Error,
+    /// Whether every server of the last pass failed that way (so waiting will not help).
+    pub every_server: bool,
+}
+
 /// What the client can read of the session without asking it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Snapshot {
     pub state: SessionState,
     pub session_id: i64,
     pub negotiated_timeout: Duration,
+    /// Why connecting keeps failing, when a person must fix it; cleared on connecting.
+    pub failure: Option<ConnectFailure>,
 }
