@@ -8,6 +8,8 @@
 //!   and the leader found.
 //! * [`FaultProxy`]: drops, blackholes, rejects, delays or cuts connections
 //!   after the reply to a chosen request type.
+//! * [`TestPki`] and [`ServerSecurity`]: certificates made per run, and servers
+//!   with a TLS client port and/or SASL DIGEST-MD5 users.
 //! * [`free_port`], [`four_letter_word`], [`init_tracing`], [`wait_until`].
 //! * [`chaos`]: the chaos soak's seeded fault plan, request ledger, invariant
 //!   checker and memory sampling (`tests/tests/soak.rs`).
@@ -33,6 +35,7 @@
 pub mod chaos;
 mod guests;
 mod proxy;
+mod secure;
 mod support;
 mod util;
 mod zk;
@@ -41,6 +44,7 @@ use std::time::Duration;
 
 pub use guests::guest;
 pub use proxy::FaultProxy;
+pub use secure::{CertFiles, ClientAuth, ServerSecurity, ServerTls, TestPki};
 pub use support::{await_state, next_state, Proxied};
 pub use util::{four_letter_word, free_port};
 pub use zk::{Ensemble, EnsembleBuilder, ZkServer, ZkServerBuilder};

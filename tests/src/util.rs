@@ -267,7 +267,7 @@ fn classpath_in(dir: &Path) -> Result<String> {
 }
 
 /// `dir/stem.jar`, or else `dir/stem-<version>.jar` (a digit after the dash).
-fn find_jar(dir: &Path, stem: &str) -> Option<PathBuf> {
+pub(crate) fn find_jar(dir: &Path, stem: &str) -> Option<PathBuf> {
     let plain = dir.join(format!("{stem}.jar"));
     if plain.is_file() {
         return Some(plain);

@@ -89,6 +89,8 @@ struct Options {
     max_session_timeout: Option<u64>,
     /// `localSessionsEnabled` (ensembles only); `None`: as `read_only`.
     local_sessions: Option<bool>,
+    /// A TLS client port and/or SASL (see [`crate::secure`]).
+    security: Option<crate::secure::ServerSecurity>,
 }
 
 impl Options {
@@ -101,6 +103,7 @@ impl Options {
             min_session_timeout: None,
             max_session_timeout: None,
             local_sessions: None,
+            security: None,
         }
     }
 }
@@ -163,6 +166,10 @@ struct Instance {
     cfg_path: PathBuf,
     log_path: PathBuf,
     jvm_args: Vec<String>,
+    /// The TLS client port's address, if the server has one.
+    secure_addr: Option<SocketAddr>,
+    /// Jars appended to the launcher's classpath (netty, for secure servers).
+    extra_classpath: String,
     /// Use the class-data-sharing archive when there is one.
     use_cds: bool,
     proc: Mutex<Option<Proc>>,
@@ -214,10 +221,20 @@ impl Instance {
             }
             fs::write(data_dir.join("myid"), format!("{}\n", index + 1))?;
         }
+        let mut secure_addr = None;
+        let mut extra_classpath = String::new();
+        let mut security_jvm_args = Vec::new();
+        if let Some(sec) = &opts.security {
+            let port = free_port();
+            sec.apply(port, dir, &mut cfg, &mut security_jvm_args)?;
+            secure_addr = sec.tls.as_ref().map(|_| loopback(port));
+            extra_classpath = crate::secure::netty_classpath()?;
+        }
         let cfg_path = dir.join("zoo.cfg");
         fs::write(&cfg_path, cfg).with_context(|| format!("writing {}", cfg_path.display()))?;
 
         let mut jvm_args: Vec<String> = BASE_JVM_ARGS.map(String::from).into();
+        jvm_args.extend(security_jvm_args);
         if opts.extended_types {
             jvm_args.push("-Dzookeeper.extendedTypesEnabled=true".into());
         }
@@ -237,6 +254,8 @@ impl Instance {
             cfg_path,
             log_path: dir.join("zookeeper.log"),
             jvm_args,
+            secure_addr,
+            extra_classpath,
             use_cds: true,
             proc: Mutex::new(None),
         })
@@ -269,7 +288,11 @@ impl Instance {
             .args(&self.jvm_args)
             .args(cds.map(|a| format!("-XX:SharedArchiveFile={}", a.display())))
             .arg("-cp")
-            .arg(&launcher.classpath)
+            .arg(if self.extra_classpath.is_empty() {
+                launcher.classpath.clone()
+            } else {
+                format!("{}:{}", launcher.classpath, self.extra_classpath)
+            })
             .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
             .arg(&self.cfg_path)
             .stdin(Stdio::null())
@@ -711,6 +734,13 @@ impl ZkServerBuilder {
         self
     }
 
+    /// A TLS client port ([`ZkServer::secure_addr`]) and/or SASL users: see
+    /// [`ServerSecurity`](crate::ServerSecurity).
+    pub fn security(mut self, security: crate::ServerSecurity) -> Self {
+        self.opts.security = Some(security);
+        self
+    }
+
     /// Starts the server and waits until it serves (`srvr` shows
     /// `Mode: standalone`). Retries on fresh ports if the port was taken.
     pub fn start(self) -> Result<ZkServer> {
@@ -793,6 +823,12 @@ impl ZkServer {
     /// The client address, `127.0.0.1:PORT`.
     pub fn addr(&self) -> SocketAddr {
         self.inst.client_addr
+    }
+
+    /// The TLS client port's address, when the server has one
+    /// ([`ZkServerBuilder::security`]).
+    pub fn secure_addr(&self) -> Option<SocketAddr> {
+        self.inst.secure_addr
     }
 
     /// The connect string for clients, `"127.0.0.1:PORT"`.
@@ -942,6 +978,13 @@ impl EnsembleBuilder {
         self
     }
 
+    /// A TLS client port on every member ([`Ensemble::secure_connect_string`]) and/or SASL
+    /// users: see [`ServerSecurity`](crate::ServerSecurity).
+    pub fn security(mut self, security: crate::ServerSecurity) -> Self {
+        self.opts.security = Some(security);
+        self
+    }
+
     /// Starts all members at once and waits until they form a quorum (one
     /// leader, the rest followers). Retries on fresh ports after a port
     /// clash.
@@ -1042,6 +1085,21 @@ impl Ensemble {
     /// Client address of member `i`.
     pub fn member_addr(&self, i: usize) -> SocketAddr {
         self.members[i].client_addr
+    }
+
+    /// All members' TLS client addresses, comma-separated; empty when the ensemble has no
+    /// TLS ports ([`EnsembleBuilder::security`]).
+    pub fn secure_connect_string(&self) -> String {
+        self.members
+            .iter()
+            .filter_map(|m| m.secure_addr.map(|a| a.to_string()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// TLS client address of member `i`, if it has one.
+    pub fn member_secure_addr(&self, i: usize) -> Option<SocketAddr> {
+        self.members[i].secure_addr
     }
 
     /// Whether member `i`'s JVM is alive.
