@@ -945,3 +945,39 @@ async fn dropping_the_host_and_its_plugins_stops_threads_and_releases_instances(
     assert_eq!(zk.state(), SessionState::Connected);
     assert_eq!(count_logged(&["drop-t", "/w/c"]), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guests_own_watch_is_one_shot() {
+    let (zk, direct) = client("self-watch", None).await;
+    let h = host(IsolationMode::PerPlugin);
+    direct
+        .create("/barrier", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let p = load(
+        &h,
+        &zk,
+        "self-watch-t",
+        "self-watch",
+        Policy::default().read(["/self", "/barrier"]),
+        &[("path", "/self"), ("kind", "exists")],
+    );
+    p.bind(Binding::Session).await.unwrap();
+    p.bind(Binding::Persistent("/barrier".into()))
+        .await
+        .unwrap();
+    logged(&["self-watch-t", "armed exists watch on /self"]).await;
+    direct
+        .create("/self", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    logged(&["self-watch-t", "watch node-created /self"]).await;
+    // Nothing re-armed it: these changes reach no one...
+    direct.set_data("/self", b"x", None).await.unwrap();
+    direct.delete("/self", None).await.unwrap();
+    // ...as the barrier shows: its event follows theirs on the same watch lane.
+    direct.set_data("/barrier", b"x", None).await.unwrap();
+    logged(&["self-watch-t", "watch node-data-changed /barrier"]).await;
+    assert_eq!(count_logged(&["self-watch-t", "watch node-", " /self "]), 1);
+    assert_eq!(p.stats().traps, 0);
+}
