@@ -78,6 +78,10 @@ pub struct ZkSettings {
     pub read_only: bool,
     /// Credentials added to the session.
     pub auth: Vec<Auth>,
+    /// `[zookeeper.tls]`.
+    pub tls: Option<crate::secure::TlsSettings>,
+    /// `[zookeeper.sasl]`.
+    pub sasl: Option<crate::secure::SaslSettings>,
 }
 
 /// How the log is written.
@@ -186,6 +190,8 @@ struct RawZk {
     read_only: bool,
     #[serde(default)]
     auth: Vec<RawAuth>,
+    tls: Option<crate::secure::RawTls>,
+    sasl: Option<crate::secure::RawSasl>,
 }
 
 #[derive(Deserialize)]
@@ -562,7 +568,13 @@ impl Validator<'_> {
                         "is empty; remove the key to start a private ZooKeeper",
                     ));
                 }
-                if h.contains('/') {
+                // A chroot, not the `//` of a host marked tls:// or tcp://.
+                if h.split(',').any(|item| {
+                    let item = item.trim();
+                    item.split_once("://")
+                        .map_or(item, |(_, rest)| rest)
+                        .contains('/')
+                }) {
                     return Err(self.err(
                         "zookeeper.hosts",
                         format!(
@@ -646,12 +658,30 @@ impl Validator<'_> {
                 credentials: Secret(credentials),
             });
         }
+        let resolve = |p: &str| self.resolve(p);
+        let err = |k: String, m: String| self.err(k, m);
+        let tls =
+            match z.tls {
+                Some(_) if hosts.is_none() => return Err(self.err(
+                    "zookeeper.tls",
+                    "needs zookeeper.hosts: the private ZooKeeper started without hosts has no \
+                     TLS port",
+                )),
+                Some(t) => Some(crate::secure::validate_tls(t, &resolve, &err)?),
+                None => None,
+            };
+        let sasl = match z.sasl {
+            Some(s) => Some(crate::secure::validate_sasl(s, &resolve, &err)?),
+            None => None,
+        };
         Ok(ZkSettings {
             hosts,
             chroot: z.chroot,
             session_timeout: timeout.map(Duration::from_millis),
             read_only: z.read_only,
             auth,
+            tls,
+            sasl,
         })
     }
 

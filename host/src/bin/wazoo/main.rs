@@ -6,6 +6,7 @@ mod config;
 mod local_zk;
 mod metrics;
 mod run;
+mod secure;
 mod signals;
 mod zkcli;
 
@@ -32,6 +33,9 @@ Exit codes:
 Environment:
   WAZOO_HOSTS    connect string when --hosts is not given (default 127.0.0.1:2181)
   WAZOO_AUTH     credentials when --auth is not given, as SCHEME:CREDENTIALS
+  WAZOO_TLS_CA   CA bundle (PEM) when --tls-ca is not given: connect over TLS
+  WAZOO_SASL_PASSWORD  the SASL password when --sasl-user is given without
+                 --sasl-password-file
   WAZOO_ZK_JARS  folder of ZooKeeper's jars for `run`'s private server (default /usr/share/java)
   RUST_LOG       log filter (default: info for `run`, warn otherwise)";
 
@@ -64,6 +68,8 @@ struct ZkArgs {
     /// when valid UTF-8, else "data_hex".
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    secure: secure::SecureArgs,
 }
 
 impl ZkArgs {
@@ -80,6 +86,7 @@ impl ZkArgs {
                 .or_else(|| std::env::var("WAZOO_AUTH").ok().filter(|a| !a.is_empty())),
             timeout: Duration::from_secs(self.timeout.max(1)),
             json: self.json,
+            secure: self.secure.clone(),
         }
     }
 }

@@ -136,7 +136,7 @@ async fn serve(cfg: &Config, hosts: &str, signals: &mut Signals) -> Result<i32> 
         for a in &z.auth {
             b = b.auth(&a.scheme, &a.credentials.0);
         }
-        b
+        crate::secure::apply(b, z.tls.as_ref(), z.sasl.as_ref())
     };
     let connect = match &z.chroot {
         Some(chroot) => {

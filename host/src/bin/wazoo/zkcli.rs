@@ -25,6 +25,8 @@ pub struct Conn {
     pub timeout: Duration,
     /// Machine-readable output.
     pub json: bool,
+    /// TLS and SASL flags.
+    pub secure: crate::secure::SecureArgs,
 }
 
 /// One subcommand and its arguments.
@@ -87,6 +89,7 @@ async fn connect(conn: &Conn) -> Result<Client> {
             .context("--auth / WAZOO_AUTH must be SCHEME:CREDENTIALS, e.g. digest:user:password")?;
         b = b.auth(scheme, cred.as_bytes());
     }
+    let b = conn.secure.apply(b)?;
     b.connect()
         .await
         .with_context(|| format!("cannot connect to ZooKeeper at {}", conn.hosts))
