@@ -17,6 +17,10 @@ keys:
   window=1000      outstanding requests of the pipelined workloads
   warmup=1000      unmeasured operations before each workload
   root=/bench      scratch node, recreated at start and removed at the end
+  tls_ca=FILE      connect over TLS, trusting the CA certificates in FILE (PEM)
+  tls_cert=FILE    with tls_ca: present this client certificate (PEM) ...
+  tls_key=FILE     ... and its private key (PEM): mutual TLS
+  tls_verify_hostname=false  with tls_ca: accept the server's certificate for any name
 
 Prints one JSON object per workload on stdout and a table on stderr.";
 
@@ -81,6 +85,12 @@ pub struct Config {
     pub warmup: usize,
     /// The scratch node.
     pub root: String,
+    /// TLS: the CA bundle (`tls_ca`); `None`: plain TCP.
+    pub tls_ca: Option<String>,
+    /// TLS client certificate and key (`tls_cert`, `tls_key`).
+    pub tls_client: Option<(String, String)>,
+    /// `tls_verify_hostname` (default true).
+    pub tls_verify_hostname: bool,
 }
 
 impl Config {
@@ -100,7 +110,12 @@ impl Config {
             window: 1_000,
             warmup: 1_000,
             root: "/bench".to_string(),
+            tls_ca: None,
+            tls_client: None,
+            tls_verify_hostname: true,
         };
+        let mut tls_cert = None;
+        let mut tls_key = None;
         for arg in args {
             let Some((key, value)) = arg.split_once('=') else {
                 bail!("expected key=value, got {arg:?}");
@@ -115,6 +130,14 @@ impl Config {
                 "window" => cfg.window = count()?,
                 "warmup" => cfg.warmup = count()?,
                 "root" => cfg.root = value.to_string(),
+                "tls_ca" => cfg.tls_ca = Some(value.to_string()),
+                "tls_cert" => tls_cert = Some(value.to_string()),
+                "tls_key" => tls_key = Some(value.to_string()),
+                "tls_verify_hostname" => {
+                    cfg.tls_verify_hostname = value
+                        .parse()
+                        .with_context(|| format!("{key}={value}: true or false"))?
+                }
                 _ => match Workload::from_name(key) {
                     Some(w) => {
                         let c = count()?;
@@ -128,11 +151,31 @@ impl Config {
         if cfg.window == 0 {
             bail!("window must be at least 1");
         }
+        cfg.tls_client = match (tls_cert, tls_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => bail!("tls_cert and tls_key go together"),
+        };
+        if cfg.tls_ca.is_none() && (cfg.tls_client.is_some() || !cfg.tls_verify_hostname) {
+            bail!("tls_cert, tls_key and tls_verify_hostname need tls_ca");
+        }
         wazoo::validate_path(&cfg.root, false).context("root")?;
         if cfg.root == "/" {
             bail!("root must not be /");
         }
         Ok(cfg)
+    }
+
+    /// The TLS settings, when `tls_ca` was given.
+    pub fn tls(&self) -> Option<wazoo::TlsConfig> {
+        let ca = self.tls_ca.as_ref()?;
+        let mut t = wazoo::TlsConfig::new()
+            .ca_file(ca)
+            .verify_hostname(self.tls_verify_hostname);
+        if let Some((cert, key)) = &self.tls_client {
+            t = t.client_cert_files(cert, key);
+        }
+        Some(t)
     }
 
     /// How many operations workload `w` runs (0: skipped).
@@ -194,5 +237,30 @@ mod tests {
         assert!(parse(&["h:1", "root=/"]).is_err());
         assert!(parse(&["h:1", "root=rel"]).is_err());
         assert!(parse(&["h:1", "seq_get"]).is_err());
+        assert!(parse(&["h:1", "tls_cert=c"]).is_err());
+        assert!(parse(&["h:1", "tls_ca=a", "tls_key=k"]).is_err());
+        assert!(parse(&["h:1", "tls_verify_hostname=false"]).is_err());
+        assert!(parse(&["h:1", "tls_ca=a", "tls_verify_hostname=maybe"]).is_err());
+    }
+
+    #[test]
+    fn tls_keys() {
+        let c = parse(&["h:1"]).unwrap();
+        assert!(c.tls().is_none());
+        let c = parse(&[
+            "h:1",
+            "tls_ca=/ca.pem",
+            "tls_cert=/c.pem",
+            "tls_key=/k.pem",
+            "tls_verify_hostname=false",
+        ])
+        .unwrap();
+        assert_eq!(c.tls_ca.as_deref(), Some("/ca.pem"));
+        assert_eq!(
+            c.tls_client,
+            Some(("/c.pem".to_string(), "/k.pem".to_string()))
+        );
+        assert!(!c.tls_verify_hostname);
+        assert!(c.tls().is_some());
     }
 }

@@ -9,7 +9,8 @@
 //! `create_delete`, `pipelined_set`, `watch_latency`, `multi`: a count overriding `n`, 0 skips
 //! it), `window` (1000 outstanding requests for the pipelined workloads), `warmup` (1000
 //! unmeasured operations before each workload) and `root` (`/bench`, recreated at start and
-//! removed at the end). One JSON object per workload goes to stdout, one line each, with keys
+//! removed at the end), and `tls_ca` (with `tls_cert`, `tls_key`, `tls_verify_hostname`) to
+//! connect over TLS. One JSON object per workload goes to stdout, one line each, with keys
 //! `client`, `workload`, `n`, `ops`, `secs`, `ops_s`, `p50_us`, `p99_us`, `cpu_s` and
 //! `cpu_us_per_op` (user + system CPU of the whole process during the measured part); a table
 //! goes to stderr at the end. See [`workloads`] for what each workload measures.
@@ -25,6 +26,7 @@ mod workloads;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use anyhow::Context;
 
@@ -63,12 +65,14 @@ async fn real_main() -> ExitCode {
 /// Connects, prepares `root`, runs every selected workload, cleans up and prints the table.
 async fn run(cfg: &Config) -> anyhow::Result<()> {
     let clock = CpuClock::new()?;
+    TLS.get_or_init(|| cfg.tls());
     eprintln!(
-        "wazoo-bench: {} window={} warmup={} root={} cpu from {}",
+        "wazoo-bench: {} window={} warmup={} root={}{} cpu from {}",
         cfg.hosts,
         cfg.window,
         cfg.warmup,
         cfg.root,
+        if cfg.tls_ca.is_some() { " tls" } else { "" },
         clock.source().describe()
     );
     let zk = connect(&cfg.hosts)
@@ -106,12 +110,17 @@ async fn run_all(cfg: &Config, bench: &Bench) -> anyhow::Result<Vec<Report>> {
     Ok(reports)
 }
 
-/// Connects a client; `WAZOO_BENCH_SESSION=runtime` runs its session actor on this process's
-/// runtime instead of a thread of its own (see `ClientBuilder::session_on_current_runtime`).
+/// The TLS settings of every client of this run (`tls_ca=...`), set once at the start.
+static TLS: OnceLock<Option<wazoo::TlsConfig>> = OnceLock::new();
+
+/// Connects a client (over TLS when `tls_ca` was given); `WAZOO_BENCH_SESSION=runtime` runs its
+/// session actor on this process's runtime instead of a thread of its own (see
+/// `ClientBuilder::session_on_current_runtime`).
 pub async fn connect(hosts: &str) -> wazoo::Result<wazoo::Client> {
     let on_runtime = std::env::var("WAZOO_BENCH_SESSION").is_ok_and(|v| v == "runtime");
-    wazoo::Client::builder(hosts)
-        .session_on_current_runtime(on_runtime)
-        .connect()
-        .await
+    let mut b = wazoo::Client::builder(hosts).session_on_current_runtime(on_runtime);
+    if let Some(tls) = TLS.get().cloned().flatten() {
+        b = b.tls(tls);
+    }
+    b.connect().await
 }

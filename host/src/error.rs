@@ -85,8 +85,11 @@ pub enum Error {
     /// Invalid ACL (-114).
     #[error("invalid ACL: empty, or a scheme the server does not accept")]
     InvalidAcl,
-    /// Authentication failed (-115).
-    #[error("authentication failed")]
+    /// Authentication failed (-115): the server refused the credentials (`add_auth`, or SASL
+    /// during the handshake).
+    #[error(
+        "authentication failed: the server refused the credentials (wrong user name or password?)"
+    )]
     AuthFailed,
     /// The session moved to another server (-118).
     #[error("the session moved to another server (ZooKeeper code -118)")]
