@@ -10,6 +10,9 @@
 //!   minutes with setup and checks).
 //! * `WAZOO_SOAK_SEED`: the fault schedule's seed (default: a fresh one). The seed is printed at
 //!   the start and again on failure; the same seed gives the same sequence of faults.
+//! * `WAZOO_SOAK_NO_REBIND=1`: do not re-bind the plugins' persistent watches after a session
+//!   loss (see `rebind_after_session_loss`); the soak then fails on the mirror until the plugin
+//!   runtime re-adds them itself.
 //!
 //! `soak_catches_suppressed_resync` runs the same machinery with the host client's `Resync`
 //! events suppressed (a hidden, test-only client option) and shows that the checker reports the
