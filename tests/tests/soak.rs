@@ -10,9 +10,6 @@
 //!   minutes with setup and checks).
 //! * `WAZOO_SOAK_SEED`: the fault schedule's seed (default: a fresh one). The seed is printed at
 //!   the start and again on failure; the same seed gives the same sequence of faults.
-//! * `WAZOO_SOAK_NO_REBIND=1`: do not re-bind the plugins' persistent watches after a session
-//!   loss (see `rebind_after_session_loss`); the soak then fails on the mirror until the plugin
-//!   runtime re-adds them itself.
 //!
 //! `soak_catches_suppressed_resync` runs the same machinery with the host client's `Resync`
 //! events suppressed (a hidden, test-only client option) and shows that the checker reports the
@@ -554,45 +551,6 @@ fn soak_policy() -> Policy {
     }
 }
 
-/// Binds each plugin's persistent recursive watch again after every session loss.
-///
-/// A workaround: the plugin runtime drops a plugin's persistent bindings with the session and
-/// never adds them again (see `a_plugins_persistent_binding_outlives_a_session_expiry`), so a
-/// plugin bound to a subtree hears nothing after an expiry. Once that is fixed this only binds a
-/// second time (harmless for these plugins), and `WAZOO_SOAK_NO_REBIND=1` shows the soak passes
-/// without it.
-fn rebind_after_session_loss(
-    zk: &Client,
-    bindings: Vec<(Arc<Plugin>, String)>,
-) -> tokio::task::JoinHandle<()> {
-    let mut states = zk.state_events();
-    tokio::spawn(async move {
-        let mut lost = false;
-        while let Some(ev) = states.next().await {
-            match ev.state {
-                SessionState::Lost => lost = true,
-                SessionState::Connected if lost => {
-                    lost = false;
-                    for (plugin, path) in &bindings {
-                        // A bind that fails with the connection is made again (it waits for the
-                        // reconnect).
-                        for _ in 0..100 {
-                            match plugin
-                                .bind(Binding::PersistentRecursive(path.clone()))
-                                .await
-                            {
-                                Ok(()) => break,
-                                Err(e) => tracing::warn!("re-binding {path}: {e}"),
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    })
-}
-
 fn load(
     host: &PluginHost,
     zk: &Client,
@@ -703,15 +661,6 @@ async fn soak(opts: Options) -> Result<(Verdict, String)> {
     );
     reporter.bind(Binding::Session).await?;
     let plugins = [&*mirror, &*audit, &reporter];
-    let rebinder = (std::env::var_os("WAZOO_SOAK_NO_REBIND").is_none()).then(|| {
-        rebind_after_session_loss(
-            &zk,
-            vec![
-                (mirror.clone(), format!("{ROOT}/config")),
-                (audit.clone(), format!("{ROOT}/data")),
-            ],
-        )
-    });
 
     // The native watchers.
     let log = Arc::new(WatchLog {
@@ -872,9 +821,6 @@ async fn soak(opts: Options) -> Result<(Verdict, String)> {
         .collect();
     consumer.abort();
     sampler.abort();
-    if let Some(r) = rebinder {
-        r.abort();
-    }
     let rss_samples = rss.lock().unwrap().clone();
     let rss_max = rss_samples.iter().map(|s| s.1).max().unwrap_or(0);
     let rss_end = chaos::rss_kib().unwrap_or(0);
@@ -1003,14 +949,11 @@ async fn await_data(zk: &Client, path: &str, want: &[u8], wait: Duration) -> boo
     }
 }
 
-/// Found by the soak (seed 3141834741206979749, `WAZOO_SOAK_NO_REBIND=1`): a plugin bound to a
-/// persistent (recursive) watch hears nothing after its session expires. `add_persistent` in
-/// `host/src/plugin/runtime.rs` stops the binding at the session's final event ("a new binding
-/// is needed") and nobody makes one: `Plugin::bind` is not repeated by the runtime, nor by
-/// `wazoo run`. Data and children bindings (`arm`) are re-armed on the new session; persistent
-/// ones are not. Ignored until the runtime re-adds them.
+/// Found by the soak (seed 3141834741206979749): a plugin bound to a persistent (recursive)
+/// watch heard nothing after its session expired, because the binding ended with the session
+/// and nobody made it again. The runtime now adds it again on the new session and sends the
+/// plugin a `resync` event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a plugin's persistent binding is not re-added after a session expiry"]
 async fn a_plugins_persistent_binding_outlives_a_session_expiry() {
     let s = wazoo_tests::Proxied::start(500, Duration::from_secs(2)).await;
     s.direct

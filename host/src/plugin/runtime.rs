@@ -1,10 +1,12 @@
 //! The engine, loading and linking plugins, guest lanes, instance lifecycle and limits.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::future::Future;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -195,6 +197,8 @@ pub(crate) struct Shared {
     pub config: Vec<(String, String)>,
     pub client: Client,
     pub pre: Mutex<(u64, PluginPre<GuestState>)>,
+    /// The generation in `pre`, readable without the lock (checked on every event).
+    pub generation: AtomicU64,
     pub lanes: GuestLanes,
     pub disabled: AtomicBool,
     pub unloaded: AtomicBool,
@@ -286,9 +290,9 @@ pub(crate) struct GuestState {
 }
 
 impl GuestState {
-    /// Starts the compute-budget clock of a new call.
-    fn start_call(&mut self) {
-        self.call_started = Instant::now();
+    /// Starts the compute-budget clock of a new call started at `now`.
+    fn start_call(&mut self, now: Instant) {
+        self.call_started = now;
         self.host_ns = 0;
         self.paused_ns.store(0, Ordering::Relaxed);
     }
@@ -576,6 +580,7 @@ impl PluginHost {
             config,
             client: client.with_lanes(self.inner.forward.clone()),
             pre: Mutex::new((0, pre)),
+            generation: AtomicU64::new(0),
             lanes,
             disabled: AtomicBool::new(false),
             unloaded: AtomicBool::new(false),
@@ -776,6 +781,7 @@ impl Plugin {
         let pre = host.prepare(&self.shared.name, bytes)?;
         let mut g = self.shared.pre.lock().unwrap_or_else(|p| p.into_inner());
         *g = (g.0 + 1, pre);
+        self.shared.generation.store(g.0, Ordering::Release);
         self.shared.disabled.store(false, Ordering::Relaxed);
         self.shared
             .crashes
@@ -870,10 +876,18 @@ pub(crate) async fn add_persistent(
     // The session's registry must not keep the plugin alive: a weak handle, and the watcher
     // ends at the first event after the plugin is gone.
     let shared = Arc::downgrade(s);
+    let bound = path.to_string();
     s.client
         .add_watch_with(path, mode, move |ev, info| {
             if ev.event_type == EventType::None {
-                return false; // the session ended; a new binding is needed
+                // The session ended, and the server forgot the watch with it. Unless the
+                // client was closed, bind again on the next session.
+                if ev.keeper_state != crate::KeeperState::Closed {
+                    if let Some(s) = shared.upgrade().filter(|s| s.loaded()) {
+                        rebind_persistent(s, bound.clone(), mode, info.seq);
+                    }
+                }
+                return false;
             }
             match shared.upgrade() {
                 Some(s) if s.loaded() => {
@@ -884,6 +898,38 @@ pub(crate) async fn add_persistent(
             }
         })
         .await
+}
+
+/// Adds a persistent binding again after its session was lost (the client starts a new one;
+/// the request waits for it), retrying with backoff while the connection is down. Then the
+/// plugin gets a `resync` event for the path: changes made while no session existed were never
+/// reported, so it should re-read what it depends on.
+fn rebind_persistent(s: Arc<Shared>, path: String, mode: AddWatchMode, seq: u64) {
+    let rt = s.host.handle.clone();
+    rt.spawn(async move {
+        let mut delay = Duration::from_millis(50);
+        while s.loaded() {
+            match Box::pin(add_persistent(&s, &path, mode)).await {
+                Ok(()) => {
+                    tracing::info!(plugin = %s.name, %path, "persistent binding added again on the new session");
+                    let ev = WatchedEvent {
+                        event_type: EventType::Resync,
+                        keeper_state: crate::KeeperState::SyncConnected,
+                        path,
+                        zxid: -1,
+                    };
+                    s.send(LaneKind::Watch, GuestEvent::Watch(wit_event(&ev, seq)));
+                    return;
+                }
+                Err(crate::Error::Closed) => return,
+                Err(e) => {
+                    tracing::debug!(plugin = %s.name, %path, "adding the persistent binding again: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    });
 }
 
 /// Which one-shot watch a kept-armed binding uses.
@@ -1062,9 +1108,9 @@ struct Slot {
 /// after a trap. Counts each event in its plugin's lane statistics: the wait from being queued
 /// to the handler's call (instance building and backoff included), and the call itself.
 async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<LaneMsg>, _tracked: Tracked) {
-    let mut slots: HashMap<u64, Slot> = HashMap::new();
+    let mut slots: HashMap<u64, Slot, BuildHasherDefault<IdHasher>> = HashMap::default();
     while let Some((shared, ev, queued_at)) = rx.recv().await {
-        let _done = InFlightGuard(shared.host.clone());
+        let _done = InFlightGuard(&shared.host);
         let stats = &shared.lane_stats[kind.index()];
         if !shared.alive() {
             slots.remove(&shared.id);
@@ -1072,7 +1118,7 @@ async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<LaneMsg>, _tr
             continue;
         }
         let slot = slots.entry(shared.id).or_default();
-        let generation = shared.pre.lock().unwrap_or_else(|p| p.into_inner()).0;
+        let generation = shared.generation.load(Ordering::Acquire);
         if slot
             .instance
             .as_ref()
@@ -1103,9 +1149,9 @@ async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<LaneMsg>, _tr
             }
         }
         let inst = slot.instance.as_mut().expect("built above");
-        inst.store.data_mut().start_call();
-        inst.store.set_epoch_deadline(1);
         let started = Instant::now();
+        inst.store.data_mut().start_call(started);
+        inst.store.set_epoch_deadline(1);
         let call = async {
             match ev {
                 GuestEvent::Session(e) => inst.bindings.call_on_session(&mut inst.store, e).await,
@@ -1117,7 +1163,7 @@ async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<LaneMsg>, _tr
                 }
             }
         };
-        let failure = match tokio::time::timeout(shared.policy.wall_limit, call).await {
+        let failure = match within(started, shared.policy.wall_limit, call).await {
             Ok(Ok(())) => None,
             Ok(Err(trap)) => Some(format!(
                 "{kind:?} handler trapped: {}",
@@ -1148,10 +1194,48 @@ async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<LaneMsg>, _tr
     }
 }
 
-/// Counts an event as handled when dropped, whichever way its handling ended.
-struct InFlightGuard(Arc<HostInner>);
+/// Runs `call` with a wall-clock limit counted from `started`. Most handlers finish in their
+/// first poll (nothing to await): those never touch the timer wheel, which was a sizeable part
+/// of an empty callback's cost.
+async fn within<F: Future>(
+    started: Instant,
+    limit: Duration,
+    call: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut call = std::pin::pin!(call);
+    let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(out) => Ok(out),
+        Poll::Pending => tokio::time::timeout_at((started + limit).into(), call).await,
+    }
+}
 
-impl Drop for InFlightGuard {
+/// A hasher for the lane's slot map, keyed by plugin ids (small, distinct integers): SipHash
+/// was a visible share of an empty callback.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        // Spread the bits a little; hashbrown uses the top 7 for its control bytes.
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Counts an event as handled when dropped, whichever way its handling ended.
+struct InFlightGuard<'a>(&'a HostInner);
+
+impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
@@ -1230,7 +1314,7 @@ async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
         ))
     });
     // Instantiation runs wasm (start functions), so the deadline must be set first.
-    store.data_mut().start_call();
+    store.data_mut().start_call(Instant::now());
     store.set_epoch_deadline(1);
     let bindings =
         tokio::time::timeout(shared.policy.wall_limit, pre.instantiate_async(&mut store))
@@ -1238,7 +1322,7 @@ async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
             .map_err(|_| "instantiation exceeded the wall-clock limit".to_string())?
             .map_err(|e| describe_trap(&e))?;
     shared.instantiations.fetch_add(1, Ordering::Relaxed);
-    store.data_mut().start_call();
+    store.data_mut().start_call(Instant::now());
     let init = tokio::time::timeout(
         shared.policy.wall_limit,
         bindings.call_init(&mut store, &shared.config),
