@@ -443,17 +443,16 @@ async fn a_spinning_guest_is_cut_at_its_budget_and_nothing_else_waits() {
     proxy.drop_connections();
     logged(&["spin-t", "session suspended"]).await;
     logged(&["spin-t", "session connected"]).await;
-    // The spin is cut at its budget plus at most a tick or so (and the time the cores are shared).
+    // The spin is cut once it has run for its budget: never before (in wall time), and not
+    // long after. The budget counts CPU time the guest got, so on this 2-core machine, shared
+    // with the servers and other tests, the wall time to the cut stretches with the load.
     let line = logged(&["spin-t", "compute budget"]).await;
     let cut = started.elapsed();
     assert!(
         cut >= budget,
         "cut after {cut:?}, before its budget: {line}"
     );
-    assert!(
-        cut < budget + Duration::from_secs(2),
-        "cut only after {cut:?}"
-    );
+    assert!(cut < budget * 4, "cut only after {cut:?}");
     assert_eq!(zk.session_id(), sid, "the 4 s session survived");
     assert_eq!(zk.state(), SessionState::Connected);
     // The rebuilt instance handles the next event.

@@ -91,14 +91,13 @@ impl GuestState {
     }
 }
 
-/// Awaits a ZooKeeper call, keeping the time out of the guest's compute budget.
+/// Awaits a ZooKeeper call from an import: the guest's running segment is charged up to here,
+/// and a new one begins when the reply is back, so the wait is never charged.
 macro_rules! timed {
     ($self:ident, $fut:expr) => {{
-        let started = std::time::Instant::now();
+        $self.close_segment();
         let r = $fut.await;
-        $self.host_ns = $self
-            .host_ns
-            .saturating_add(started.elapsed().as_nanos() as u64);
+        $self.open_segment();
         r
     }};
 }

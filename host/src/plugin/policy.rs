@@ -28,8 +28,10 @@ pub struct Policy {
     pub write: Vec<String>,
     /// Largest linear memory of one instance, in bytes (default 64 MiB).
     pub memory_limit: usize,
-    /// Guest execution allowed per callback, time inside ZooKeeper calls not counted
-    /// (default 100 ms). Exhausting it traps the call.
+    /// Guest execution allowed per callback (default 100 ms): time inside ZooKeeper calls is not
+    /// counted, nor time the OS keeps the guest's thread off the CPU (measured with the
+    /// thread's CPU clock from the second epoch tick of a stretch of computation on). Exhausting
+    /// it traps the call.
     pub compute_budget: Duration,
     /// Wall-clock limit of one callback, ZooKeeper calls included (default 30 s).
     pub wall_limit: Duration,

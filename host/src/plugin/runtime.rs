@@ -281,31 +281,69 @@ pub(crate) struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
-    /// When the current call started.
-    call_started: Instant,
-    /// Time the current call spent awaiting ZooKeeper inside imports (not charged).
-    pub(crate) host_ns: u64,
-    /// Time the current call spent yielded to other tasks at epoch ticks (not charged).
-    paused_ns: Arc<AtomicU64>,
+    /// Guest execution charged to the current call so far (segments already closed).
+    charged_ns: u64,
+    /// When the running segment began, for segments measured by the clock on the wall.
+    seg_wall: Instant,
+    /// When non-zero: the running segment began at this reading of the thread's CPU clock
+    /// (plus one), set by an epoch yield as the guest resumes; it is measured in CPU time.
+    resume_cpu: Arc<AtomicU64>,
+    /// The most a wall-measured segment is charged: one epoch tick (see [`GuestState::close_segment`]).
+    tick_ns: u64,
 }
 
 impl GuestState {
     /// Starts the compute-budget clock of a new call started at `now`.
     fn start_call(&mut self, now: Instant) {
-        self.call_started = now;
-        self.host_ns = 0;
-        self.paused_ns.store(0, Ordering::Relaxed);
+        self.charged_ns = 0;
+        self.seg_wall = now;
+        self.resume_cpu.store(0, Ordering::Relaxed);
     }
 
-    /// Guest execution so far in this call: wall time minus time awaiting ZooKeeper and time
-    /// yielded to other tasks.
+    /// Charges the segment of guest execution that ends now (at an epoch tick, or as the guest
+    /// calls an import that waits on ZooKeeper).
+    ///
+    /// The budget counts guest execution only. A segment that began when the guest resumed after
+    /// an epoch yield is measured with the thread's CPU clock, so time the OS keeps the thread
+    /// off the CPU (a loaded machine) is not charged; those are all but the first tick of a
+    /// long computation. The first segment of a call, and one after an import, is measured on
+    /// the wall clock (no system call per callback) and charged at most one epoch tick: the
+    /// epoch interrupts the guest within a tick of running.
+    pub(crate) fn close_segment(&mut self) {
+        let c0 = self.resume_cpu.swap(0, Ordering::Relaxed);
+        let ns = match (c0, thread_cpu_ns()) {
+            (c0, Some(now)) if c0 != 0 => now.saturating_sub(c0 - 1),
+            _ => (self.seg_wall.elapsed().as_nanos() as u64).min(self.tick_ns),
+        };
+        self.charged_ns = self.charged_ns.saturating_add(ns);
+    }
+
+    /// A new wall-measured segment begins (the guest runs again after an import).
+    pub(crate) fn open_segment(&mut self) {
+        self.seg_wall = Instant::now();
+    }
+
+    /// Guest execution charged to this call so far.
     fn guest_time(&self) -> Duration {
-        let excluded = self
-            .host_ns
-            .saturating_add(self.paused_ns.load(Ordering::Relaxed));
-        self.call_started
-            .elapsed()
-            .saturating_sub(Duration::from_nanos(excluded))
+        Duration::from_nanos(self.charged_ns)
+    }
+}
+
+/// The calling thread's CPU time in nanoseconds, where the platform has such a clock.
+fn thread_cpu_ns() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid clock id and a valid, writable timespec.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
     }
 }
 
@@ -1288,28 +1326,34 @@ async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
         wasi: wasi.build(),
         table: ResourceTable::new(),
         limits,
-        call_started: Instant::now(),
-        host_ns: 0,
-        paused_ns: Arc::new(AtomicU64::new(0)),
+        charged_ns: 0,
+        seg_wall: Instant::now(),
+        resume_cpu: Arc::new(AtomicU64::new(0)),
+        tick_ns: shared.host.cfg.epoch_tick.as_nanos() as u64,
     };
     let mut store = Store::new(&shared.host.engine, state);
     store.limiter(|s| &mut s.limits);
-    store.epoch_deadline_callback(|ctx| {
-        let s = ctx.data();
+    store.epoch_deadline_callback(|mut ctx| {
+        let s = ctx.data_mut();
+        s.close_segment();
         if s.guest_time() >= s.shared.policy.compute_budget {
             return Err(wasmtime::format_err!(
-                "compute budget of {:?} exhausted (guest execution only; time waiting on ZooKeeper is not counted)",
-                s.shared.policy.compute_budget
+                "compute budget of {:?} exhausted after {:?} of guest execution (time waiting on ZooKeeper or for a CPU is not counted)",
+                s.shared.policy.compute_budget,
+                s.guest_time()
             ));
         }
-        // Let other tasks on this thread run, and do not charge the guest for the wait.
-        let paused = s.paused_ns.clone();
+        // Let other tasks on this thread run; the guest is charged again from the moment it
+        // resumes, in CPU time (where there is no thread clock: from now, on the wall).
+        s.open_segment();
+        let resume = s.resume_cpu.clone();
         Ok(UpdateDeadline::YieldCustom(
             1,
             Box::pin(async move {
-                let t = Instant::now();
                 tokio::task::yield_now().await;
-                paused.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                if let Some(now) = thread_cpu_ns() {
+                    resume.store(now + 1, Ordering::Relaxed);
+                }
             }),
         ))
     });
