@@ -5,10 +5,14 @@
 
 use std::path::Path;
 
-// The binary's own module, compiled in place (it uses only std, serde, toml and wazoo's API).
+// The binary's own modules, compiled in place: config.rs and the TLS/SASL sections it delegates
+// to (they use std, serde, toml, clap and wazoo's API).
 #[allow(dead_code)]
 #[path = "../../host/src/bin/wazoo/config.rs"]
 mod config;
+#[allow(dead_code)]
+#[path = "../../host/src/bin/wazoo/secure.rs"]
+mod secure;
 
 use wazoo::{validate_path, Binding};
 
@@ -16,14 +20,13 @@ use wazoo::{validate_path, Binding};
 /// name `Cargo.toml` as an existing component and reach the semantic checks.
 const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz.toml");
 
-/// `credentials_file` is read whole: an input naming a device (`/dev/zero`) would only measure
-/// how long reading forever takes. Such inputs are skipped, escapes included (a TOML string may
-/// spell `/` as `\u002F`).
+/// Files the configuration names (`credentials_file`, TLS certificates, SASL password files) are
+/// read whole: an input naming a device (`/dev/zero`) would only measure how long reading forever
+/// takes. Such inputs are skipped, escapes included (a TOML string may spell `/` as `\u002F`).
 fn names_a_special_file(text: &str) -> bool {
-    text.contains("credentials_file")
-        && ["/dev", "/proc", "/sys", "\\u", "\\U"]
-            .iter()
-            .any(|s| text.contains(s))
+    ["/dev", "/proc", "/sys", "\\u", "\\U"]
+        .iter()
+        .any(|s| text.contains(s))
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
