@@ -26,9 +26,16 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     cargo +nightly install cargo-fuzz --locked
 fi
 
-# Build every target first, so a compile error shows before any time is spent.
+# Build every target once, first: a compile error shows before any time is spent, and every
+# target then fuzzes the same snapshot of the tree (cargo fuzz run would rebuild whenever a file
+# changed meanwhile, and count the build in no one's time).
 cargo +nightly fuzz build 2>&1 | tail -n 3
+triple="$(rustc +nightly -vV | sed -n 's/^host: //p')"
+bin_dir="target/$triple/release"
 commit="$(git rev-parse --short HEAD)"
+if ! git diff --quiet HEAD -- ../host ../fuzz; then
+    commit="$commit+local changes"
+fi
 mkdir -p target/fuzz-logs
 failed=()
 summary=()
@@ -41,9 +48,9 @@ for t in "${targets[@]}"; do
     fi
     echo "== $t: ${secs}s ($(date -u +%FT%TZ), commit $commit)"
     status=0
-    cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- \
-        -max_total_time="$secs" -timeout=10 -print_final_stats=1 "${extra[@]}" \
-        >"$log" 2>&1 || status=$?
+    mkdir -p "artifacts/$t"
+    "$bin_dir/$t" -artifact_prefix="artifacts/$t/" -max_total_time="$secs" -timeout=10 \
+        -print_final_stats=1 "${extra[@]}" "corpus/$t" "seeds/$t" >"$log" 2>&1 || status=$?
     # libFuzzer's last status line: "#N DONE cov: C ft: F corp: U/Sb ... exec/s: E ..."
     last="$(grep -E '^#[0-9]+' "$log" | tail -n 1 || true)"
     runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
