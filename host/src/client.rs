@@ -698,7 +698,12 @@ impl Client {
                 )));
             }
         }
-        let sp = self.server_path(path);
+        let mut sp = self.server_path(path);
+        if path == "/" && opts.mode.is_sequential() && sp != "/" {
+            // A sequential child of the root is a sequential child of the chroot: the server
+            // appends the counter, so `/app` would make the sibling `/app0000000001`.
+            sp.push('/');
+        }
         let mut f = ops::start_frame(ops::create_opcode(opts.mode), sp.len() + data.len() + 64);
         ops::write_create(&mut f, &sp, data, &opts.acl, opts.mode);
         Ok((f, Effect::None))

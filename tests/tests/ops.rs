@@ -538,3 +538,24 @@ async fn blocking_facade_works_without_a_runtime() {
     assert_eq!(r, Ok(()));
     assert_eq!(e, None);
 }
+
+/// A sequential create of `/` under a chroot makes a child of the chroot, never a sibling of
+/// it (the server appends the counter to the path it is sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequential_child_of_the_root_stays_inside_the_chroot() {
+    let zk = client("seqroot").await;
+    let p = zk
+        .create("/", b"", CreateMode::PersistentSequential)
+        .await
+        .unwrap();
+    assert!(p.starts_with('/') && p.len() == 11, "{p}");
+    let (children, _) = zk.get_children("/").await.unwrap();
+    assert_eq!(children, vec![p[1..].to_string()]);
+    let admin = Client::connect(&server().connect_string()).await.unwrap();
+    let (top, _) = admin.get_children("/").await.unwrap();
+    assert!(
+        !top.iter().any(|c| c.starts_with("ops-seqroot0")),
+        "a sibling of the chroot was created: {top:?}"
+    );
+    admin.close().await;
+}
