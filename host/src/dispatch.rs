@@ -24,8 +24,9 @@
 //! A lane thread that finds its queue empty right after running a callback may poll it for a
 //! while before it parks ([`Lanes::with_spin`]; [`DEFAULT_SPIN`] by default): an event that
 //! arrives within that window starts at once instead of paying for a thread wake-up, which on a
-//! busy or virtualised machine is the largest part of the frame-to-callback latency. The poll
-//! yields the CPU between checks, and an idle lane never polls: only work starts a window.
+//! busy or virtualised machine is the largest part of the frame-to-callback latency. It polls
+//! only while events come densely (the last one queued within the window of the one before), so
+//! a lane with sparse events parks at once and an idle lane never polls.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,7 +35,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a lane polls its queue after running a callback before it parks (see the module
-/// documentation).
+/// documentation): zero, park at once. Polling needs a core to spare; on a machine whose cores
+/// are busy with the server and other work, it made the frame-to-callback latency worse
+/// (BENCHMARKS.md, "Dispatch lanes").
 pub const DEFAULT_SPIN: Duration = Duration::ZERO;
 
 /// The three kinds of callback, each with its own lane.
@@ -150,6 +153,14 @@ pub(crate) struct AtomicHistogram {
     sum_ns: AtomicU64,
 }
 
+/// A duration in nanoseconds, saturating (without 128-bit arithmetic).
+#[inline]
+fn nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
+}
+
 /// Adds to a counter that only the calling thread writes: a plain load and store, which costs
 /// far less than a read-modify-write and is exact under that rule (readers see either value).
 #[inline]
@@ -164,7 +175,7 @@ impl AtomicHistogram {
     /// Records one observation (single writer, see the type).
     #[inline]
     pub(crate) fn record(&self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let ns = nanos(d);
         bump(&self.counts[Histogram::bucket(ns)], 1);
         bump(&self.sum_ns, ns);
     }
@@ -199,14 +210,27 @@ pub struct LaneMetrics {
 }
 
 /// The counters behind [`LaneMetrics`], shared by native lanes and guest lanes. Everything but
-/// `queued` is written by the lane's one consumer only.
+/// `queued` is written by the lane's one consumer only, and lies on other cache lines than
+/// `queued`, which every producer updates too.
 #[derive(Default)]
 pub(crate) struct LaneCounters {
-    queued: AtomicU64,
+    queued: CacheLines<AtomicU64>,
     panics: AtomicU64,
     max_ns: AtomicU64,
     callback: AtomicHistogram,
     wait: AtomicHistogram,
+}
+
+/// A value alone on its cache lines (two: x86 prefetches lines in pairs).
+#[derive(Default)]
+#[repr(align(128))]
+struct CacheLines<T>(T);
+
+impl<T> std::ops::Deref for CacheLines<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 impl LaneCounters {
@@ -227,7 +251,7 @@ impl LaneCounters {
     pub(crate) fn done(&self, wait: Duration, ran: Duration, panicked: bool) {
         self.wait.record(wait);
         self.callback.record(ran);
-        let ns = u64::try_from(ran.as_nanos()).unwrap_or(u64::MAX);
+        let ns = nanos(ran);
         if ns > self.max_ns.load(Ordering::Relaxed) {
             self.max_ns.store(ns, Ordering::Relaxed);
         }
@@ -358,9 +382,10 @@ impl Lanes {
         Lanes::build(name, DEFAULT_SPIN, None)
     }
 
-    /// As [`Lanes::new`], polling an emptied queue for `spin` before parking (instead of
-    /// [`DEFAULT_SPIN`]; zero parks at once). A longer window lowers the latency of events that
-    /// arrive up to that long after the previous one, at the cost of that much CPU per event.
+    /// As [`Lanes::new`], polling an emptied queue for up to `spin` before parking (instead of
+    /// [`DEFAULT_SPIN`]; zero parks at once), while events come at most `spin` apart. With a
+    /// core to spare, that saves events arriving within the window a thread wake-up, at the cost
+    /// of up to `spin` of busy CPU per event; without one, it costs latency too.
     pub fn with_spin(name: &str, spin: Duration) -> Lanes {
         Lanes::build(name, spin, None)
     }
@@ -509,33 +534,38 @@ impl Lanes {
 }
 
 /// How many empty polls between two looks at the clock while spinning.
-const POLLS_PER_CLOCK: u32 = 16;
+const POLLS_PER_CLOCK: u32 = 32;
 
-/// The next item: at once if queued; else, right after work, polled for up to `spin` (yielding
-/// the CPU between polls); else parked until one arrives. `None` once every sender is gone.
-fn next_item(rx: &mpsc::Receiver<Item>, spin: Duration) -> Option<Item> {
+/// The next item, and whether it was there at once; else polled for up to `spin`; else parked
+/// until one arrives. `None` once every sender is gone.
+///
+/// The poll is a busy loop (`spin_loop` hints between `try_recv`s), not a `yield_now` loop:
+/// measured on a loaded 2-vCPU machine, yielding pushed the lane's scheduler deadline back at
+/// every call, and a lane that had yielded a few hundred times waited milliseconds for the CPU
+/// once an event did arrive.
+fn next_item(rx: &mpsc::Receiver<Item>, spin: Duration) -> Option<(Item, bool)> {
     match rx.try_recv() {
-        Ok(item) => return Some(item),
+        Ok(item) => return Some((item, true)),
         Err(TryRecvError::Disconnected) => return None,
         Err(TryRecvError::Empty) => {}
     }
     if !spin.is_zero() {
         let until = Instant::now() + spin;
-        'spin: loop {
+        loop {
             for _ in 0..POLLS_PER_CLOCK {
-                std::thread::yield_now();
+                std::hint::spin_loop();
                 match rx.try_recv() {
-                    Ok(item) => return Some(item),
+                    Ok(item) => return Some((item, false)),
                     Err(TryRecvError::Disconnected) => return None,
                     Err(TryRecvError::Empty) => {}
                 }
             }
             if Instant::now() >= until {
-                break 'spin;
+                break;
             }
         }
     }
-    rx.recv().ok()
+    rx.recv().ok().map(|item| (item, false))
 }
 
 fn lane_loop(
@@ -545,14 +575,32 @@ fn lane_loop(
     c: &LaneCounters,
     spin: Duration,
 ) {
-    while let Some(Item {
-        seq,
-        queued_at,
-        what,
-        job,
-    }) = next_item(&rx, spin)
+    // Poll only while events come densely: when the last one was queued within `spin` of the
+    // one before. A lane whose events are further apart would poll in vain, so it parks at once,
+    // and an idle lane never polls.
+    let mut dense = false;
+    let mut last_queued: Option<Instant> = None;
+    // When the previous callback ended: also when the next one starts if it was already queued
+    // (one clock read per callback instead of two; the clock is most of a lane's own cost).
+    let mut last_end: Option<Instant> = None;
+    while let Some((
+        Item {
+            seq,
+            queued_at,
+            what,
+            job,
+        },
+        at_once,
+    )) = next_item(&rx, if dense { spin } else { Duration::ZERO })
     {
-        let start = Instant::now();
+        if !spin.is_zero() {
+            dense = last_queued.is_some_and(|t| queued_at.saturating_duration_since(t) <= spin);
+            last_queued = Some(queued_at);
+        }
+        let start = match last_end {
+            Some(t) if at_once => t.max(queued_at),
+            _ => Instant::now(),
+        };
         let info = CallbackInfo {
             lane: kind,
             seq,
@@ -569,11 +617,13 @@ fn lane_loop(
         } else {
             false
         };
+        let end = Instant::now();
         c.done(
             start.saturating_duration_since(queued_at),
-            start.elapsed(),
+            end.saturating_duration_since(start),
             panicked,
         );
+        last_end = Some(end);
     }
 }
 
@@ -731,16 +781,19 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_lane_does_not_spin() {
-        let lanes = Lanes::with_spin("t5", Duration::from_millis(2));
+    fn an_idle_lane_or_one_with_sparse_events_does_not_poll() {
+        // A window far longer than any wake-up, so polling would show in the lane's CPU time.
+        let lanes = Lanes::with_spin("t5", Duration::from_millis(50));
         let before = lane_cpu(&lanes);
-        // Idle for a while: only the 2 ms window after the callback above may cost CPU.
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(300));
+        let middle = lane_cpu(&lanes);
+        std::thread::sleep(Duration::from_millis(300));
         let after = lane_cpu(&lanes);
         let used = after.saturating_sub(before);
         assert!(
             used < Duration::from_millis(20),
-            "an idle lane used {used:?} of CPU in 500 ms"
+            "a lane with one event every 300 ms used {used:?} of CPU in 600 ms ({:?} in the first half)",
+            middle.saturating_sub(before)
         );
     }
 }

@@ -1,20 +1,63 @@
-//! Dispatch-lane benchmark: `wazoo-lanes HOST:PORT [n=1000000] [rate=10000] [secs=5]`.
+//! Dispatch-lane benchmark:
+//! `wazoo-lanes HOST:PORT [n=1000000] [rate=10000] [secs=5] [spin=US]`.
 //!
 //! 1. `dispatch`: empty native callbacks pushed onto one lane as fast as one producer can; the
 //!    lane's throughput (callbacks/s) until it has run them all.
 //! 2. `frame_to_callback`: one client writes at a steady `rate` per second; another's persistent
 //!    watch callback measures, at its start, how long ago the session actor read the
-//!    notification's frame and handed it to the lane (`CallbackInfo::queued_at`); p50/p99.
-//! 3. `session_while_watch_blocked`: the watch lane is held by a callback that sleeps while
+//!    notification's frame and handed it to the lane (`CallbackInfo::queued_at`); p50/p99/p99.9.
+//!    Also the watch lane thread's CPU during the run (% of one core: callbacks plus polling)
+//!    and the whole process's.
+//! 3. `idle_lane_cpu`: right after that run, the CPU the watch lane thread uses in one idle
+//!    second (a lane must not poll when there is no work).
+//! 4. `session_while_watch_blocked`: the watch lane is held by a callback that sleeps while
 //!    session-lane callbacks are submitted at 1 kHz; their queueing latency p50/p99.
 //!
-//! Prints one JSON object per line per measurement and a table on stderr.
+//! `spin` sets how long an emptied lane polls before parking, in microseconds (default:
+//! `wazoo::DEFAULT_SPIN`). Prints one JSON object per line per measurement and a table on
+//! stderr.
 
 use std::future::IntoFuture;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use wazoo::{AddWatchMode, Client, CreateMode, LaneKind, Lanes};
+
+/// CPU time of the calling thread (from inside a lane callback: the lane thread's).
+fn thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
+}
+
+/// CPU time of the whole process, every thread.
+fn process_cpu() -> Duration {
+    let mut total = 0u64;
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for t in dir.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+                total += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    Duration::from_nanos(total)
+}
+
+/// The lane thread's CPU time so far, read by a callback on that lane.
+fn lane_cpu(lanes: &Lanes, kind: LaneKind) -> Duration {
+    let (tx, rx) = mpsc::channel();
+    lanes.run(kind, move |_| {
+        let _ = tx.send(thread_cpu());
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the lane answered")
+}
 
 fn arg(args: &[String], key: &str, default: u64) -> u64 {
     args.iter()
@@ -44,11 +87,18 @@ async fn main() -> anyhow::Result<()> {
     let n = arg(&args, "n", 1_000_000);
     let rate = arg(&args, "rate", 10_000);
     let secs = arg(&args, "secs", 5);
+    let spin = if args.iter().any(|a| a.starts_with("spin=")) {
+        Duration::from_micros(arg(&args, "spin", 0))
+    } else {
+        wazoo::DEFAULT_SPIN
+    };
+    let lanes_named = |name: &str| Lanes::with_spin(name, spin);
+    eprintln!("lanes poll for {spin:?} before parking");
     let mut rows: Vec<(String, String)> = Vec::new();
 
     // 1. dispatch throughput per lane
     for kind in LaneKind::ALL {
-        let lanes = Lanes::new("bench");
+        let lanes = lanes_named("bench");
         let (tx, rx) = mpsc::channel();
         lanes.run(kind, |_| {}); // start the thread outside the measurement
         assert!(lanes.drain(Duration::from_secs(5)));
@@ -76,7 +126,10 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     root.create("/lanes-bench/x", b"", CreateMode::Persistent)
         .await?;
-    let watcher = Client::connect(&hosts).await?;
+    let watcher = Client::builder(&hosts)
+        .lanes(lanes_named("watcher"))
+        .connect()
+        .await?;
     let (lat_tx, lat_rx) = mpsc::channel::<Duration>();
     watcher
         .add_watch_with(
@@ -90,6 +143,8 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let total = rate * secs;
     let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let lane_cpu0 = lane_cpu(watcher.lanes(), LaneKind::Watch);
+    let proc_cpu0 = process_cpu();
     let start = Instant::now();
     let mut pending = Vec::new();
     for i in 0..total {
@@ -112,21 +167,48 @@ async fn main() -> anyhow::Result<()> {
     while lats.len() < total as usize {
         lats.push(lat_rx.recv_timeout(Duration::from_secs(30))?);
     }
-    let achieved = total as f64 / start.elapsed().as_secs_f64();
-    let (p50, p99) = (pct(&mut lats, 0.5), pct(&mut lats, 0.99));
+    let wall = start.elapsed();
+    let lane_busy = lane_cpu(watcher.lanes(), LaneKind::Watch).saturating_sub(lane_cpu0);
+    let proc_busy = process_cpu().saturating_sub(proc_cpu0);
+    let achieved = total as f64 / wall.as_secs_f64();
+    let (p50, p99, p999) = (
+        pct(&mut lats, 0.5),
+        pct(&mut lats, 0.99),
+        pct(&mut lats, 0.999),
+    );
+    let lane_pct = 100.0 * lane_busy.as_secs_f64() / wall.as_secs_f64();
+    let proc_pct = 100.0 * proc_busy.as_secs_f64() / wall.as_secs_f64();
     println!(
-        "{{\"bench\":\"frame_to_callback\",\"rate\":{achieved:.0},\"n\":{total},\"p50_us\":{p50:.1},\"p99_us\":{p99:.1}}}"
+        "{{\"bench\":\"frame_to_callback\",\"spin_us\":{},\"rate\":{achieved:.0},\"n\":{total},\"p50_us\":{p50:.1},\"p99_us\":{p99:.1},\"p999_us\":{p999:.1},\"lane_cpu_pct\":{lane_pct:.1},\"process_cpu_pct\":{proc_pct:.1}}}",
+        spin.as_micros()
     );
     rows.push((
         format!("frame to callback at {achieved:.0} events/s"),
-        format!("p50 {p50:.1} us, p99 {p99:.1} us"),
+        format!("p50 {p50:.1} us, p99 {p99:.1} us, p99.9 {p999:.1} us"),
+    ));
+    rows.push((
+        "watch lane thread / whole process CPU during that run".into(),
+        format!("{lane_pct:.1} % / {proc_pct:.1} % of one core"),
+    ));
+
+    // 3. an idle lane's CPU
+    let idle0 = lane_cpu(watcher.lanes(), LaneKind::Watch);
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = lane_cpu(watcher.lanes(), LaneKind::Watch).saturating_sub(idle0);
+    println!(
+        "{{\"bench\":\"idle_lane_cpu\",\"secs\":1,\"cpu_us\":{:.1}}}",
+        idle.as_secs_f64() * 1e6
+    );
+    rows.push((
+        "watch lane thread CPU in one idle second".into(),
+        format!("{:.1} us", idle.as_secs_f64() * 1e6),
     ));
     let _ = root.delete_recursive("/lanes-bench").await;
     watcher.close().await;
     root.close().await;
 
-    // 3. session lane while the watch lane is blocked
-    let lanes = Lanes::new("bench-block");
+    // 4. session lane while the watch lane is blocked
+    let lanes = lanes_named("bench-block");
     let (release_tx, release_rx) = mpsc::channel::<()>();
     lanes.run(LaneKind::Watch, move |_| {
         let _ = release_rx.recv_timeout(Duration::from_secs(60));
