@@ -1402,8 +1402,17 @@ mod tests {
         })
         .unwrap();
         let probe = host.probe();
-        // The host itself, the epoch ticker and the runtime's workers.
-        assert!(probe.live() >= 3, "{}", probe.live());
+        // The host itself, the epoch ticker and the runtime's workers (threads that start on
+        // their own time: on a loaded machine not all have by the time `new` returns).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while probe.live() < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of the host's threads and tasks started",
+                probe.live()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         host.inner.forward.run(LaneKind::Watch, move |_| {
             tx.send(()).unwrap();
