@@ -499,7 +499,14 @@ fn create_round_trips_every_mode() {
         let (opcode, flags, ttl) = mode_wire(mode);
         prop_assert_eq!(req.opcode, opcode);
         let mut r = R(&req.body);
-        prop_assert_eq!(r.str(), server_path(&p));
+        // A sequential child of the root is a child of the chroot: the server appends the
+        // counter to what it is sent, so `/` goes as `<chroot>/`, never as the bare chroot.
+        let sent = if p == "/" && mode.is_sequential() {
+            format!("{}/", server_path(&p))
+        } else {
+            server_path(&p)
+        };
+        prop_assert_eq!(r.str(), sent);
         prop_assert_eq!(r.buf(), d);
         prop_assert_eq!(r.acl(), a);
         prop_assert_eq!(r.i32(), flags);
