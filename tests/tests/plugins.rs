@@ -5,8 +5,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use wazoo::{
-    Binding, Client, CreateMode, IsolationMode, Plugin, PluginError, PluginHost, PluginHostConfig,
-    Policy, SessionState,
+    Binding, Client, CreateMode, IsolationMode, Op, Plugin, PluginError, PluginHost,
+    PluginHostConfig, Policy, SessionState,
 };
 use wazoo_tests::{guest, FaultProxy, ZkServer};
 
@@ -859,8 +859,30 @@ async fn an_exists_binding_hears_creation_and_deletion_and_stays_armed() {
         ],
         "existence changes only, each once, in order"
     );
+    // A data change, a deletion and a creation in one transaction: the watch fires on the
+    // change, so only the re-arm can see the rest, and it tells the new node from the old one
+    // by its creation zxid.
+    direct
+        .create("/e", b"v3", CreateMode::Persistent)
+        .await
+        .unwrap();
+    await_children(&direct, "/sink", |c| c.len() >= 5).await;
+    direct
+        .multi(&[
+            Op::set_data("/e", b"v4".to_vec(), -1),
+            Op::delete("/e", -1),
+            Op::create("/e", b"v5".to_vec(), CreateMode::Persistent),
+        ])
+        .await
+        .unwrap();
+    let events = await_children(&direct, "/sink", |c| c.len() >= 7).await;
+    assert_eq!(
+        events[4..],
+        ["node-created /e", "node-deleted /e", "node-created /e"],
+        "a deletion and re-creation inside the re-arm window is reported"
+    );
     let m = p.lane_metrics(wazoo::LaneKind::Watch);
-    assert_eq!((m.dispatched, m.queue_depth), (4, 0), "{m:?}");
+    assert_eq!((m.dispatched, m.queue_depth), (7, 0), "{m:?}");
     assert_eq!(p.stats().traps, 0);
 }
 

@@ -986,10 +986,16 @@ pub(crate) enum Armed {
 /// each event to the plugin's watch lane. The re-arm runs as a task, never on a lane. The
 /// watch is withdrawn when the plugin is unloaded.
 ///
+/// As Kazoo's DataWatch does, the watch is re-armed before the event that triggered it is
+/// delivered: a plugin that hears an event may rely on hearing the next change too. Only when
+/// the re-arm fails (the connection is down) does the event go first and the re-arm retry
+/// after it.
+///
 /// A node created or deleted between a trigger and its re-arm fires no watch; the re-arm sees
 /// it, though, and the plugin then gets the `node-created` or `node-deleted` it missed, stamped
-/// with the re-arm's completion. So the plugin always learns the node's existence, as Kazoo's
-/// DataWatch always learns its value.
+/// with the re-arm's completion. A node deleted and created again in that window is told
+/// apart by its creation zxid, and the plugin gets both events. So the plugin always learns
+/// the node's existence, and every incarnation of it the watch could see.
 pub(crate) async fn arm(s: Arc<Shared>, path: String, kind: Armed) -> crate::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(WatchedEvent, u64)>();
     let forward = move |tx: mpsc::UnboundedSender<(WatchedEvent, u64)>| {
@@ -997,7 +1003,8 @@ pub(crate) async fn arm(s: Arc<Shared>, path: String, kind: Armed) -> crate::Res
             let _ = tx.send((ev, info.seq));
         }
     };
-    let (mut exists, _) = arm_once(&s, &path, kind, forward(tx.clone())).await?;
+    let (now, _) = arm_once(&s, &path, kind, forward(tx.clone())).await?;
+    let mut known = Known::from(now);
     {
         let mut armed = s.armed.lock().unwrap_or_else(|p| p.into_inner());
         if !armed.contains(&path) {
@@ -1020,38 +1027,32 @@ pub(crate) async fn arm(s: Arc<Shared>, path: String, kind: Armed) -> crate::Res
                 EventType::NodeDataChanged => kind != Armed::Exists,
                 _ => true,
             };
-            if deliver {
-                s.send(LaneKind::Watch, GuestEvent::Watch(wit_event(&ev, seq)));
-            }
-            match ev.event_type {
-                EventType::NodeCreated
-                | EventType::NodeDataChanged
-                | EventType::NodeChildrenChanged => exists = true,
-                EventType::NodeDeleted => exists = false,
-                _ => {}
-            }
+            known = known.after(ev.event_type);
+            let mut trigger = deliver.then(|| wit_event(&ev, seq));
             let mut pause = Duration::from_millis(50);
             while s.loaded() {
                 match arm_once(&s, &path, kind, forward(tx.clone())).await {
                     Ok((now, stamp)) => {
-                        if now != exists {
-                            let missed = wit::WatchEvent {
-                                event_type: if now {
-                                    wit::EventType::NodeCreated
-                                } else {
-                                    wit::EventType::NodeDeleted
-                                },
+                        if let Some(t) = trigger.take() {
+                            s.send(LaneKind::Watch, GuestEvent::Watch(t));
+                        }
+                        for missed in known.missed(now) {
+                            tracing::debug!(plugin = %s.name, %path, "a change between trigger and re-arm: {missed:?}");
+                            let ev = wit::WatchEvent {
+                                event_type: missed,
                                 path: path.clone(),
                                 seq: stamp,
                             };
-                            tracing::debug!(plugin = %s.name, %path, "a change between trigger and re-arm: {:?}", missed.event_type);
-                            s.send(LaneKind::Watch, GuestEvent::Watch(missed));
-                            exists = now;
+                            s.send(LaneKind::Watch, GuestEvent::Watch(ev));
                         }
+                        known = Known::from(now);
                         break;
                     }
                     Err(crate::Error::Closed) => return,
                     Err(e) => {
+                        if let Some(t) = trigger.take() {
+                            s.send(LaneKind::Watch, GuestEvent::Watch(t));
+                        }
                         tracing::debug!(plugin = %s.name, %path, "re-arming the watch failed ({e}); retrying");
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_secs(1));
@@ -1061,6 +1062,44 @@ pub(crate) async fn arm(s: Arc<Shared>, path: String, kind: Armed) -> crate::Res
         }
     });
     Ok(())
+}
+
+/// What a kept-armed binding knows of its node between re-arms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Known {
+    /// The node was missing.
+    Missing,
+    /// The node existed, created at this zxid.
+    Present(i64),
+    /// An event said the node was created; which incarnation the re-arm sees is unknown.
+    Created,
+}
+
+impl Known {
+    fn from(czxid: Option<i64>) -> Self {
+        czxid.map_or(Known::Missing, Known::Present)
+    }
+
+    /// What the triggering event itself tells.
+    fn after(self, ev: EventType) -> Self {
+        match ev {
+            EventType::NodeCreated => Known::Created,
+            EventType::NodeDeleted => Known::Missing,
+            _ => self,
+        }
+    }
+
+    /// The existence changes a re-arm that found `now` (the node's creation zxid, or `None`)
+    /// shows were missed since.
+    fn missed(self, now: Option<i64>) -> Vec<wit::EventType> {
+        use wit::EventType::{NodeCreated, NodeDeleted};
+        match (self, now) {
+            (Known::Missing, Some(_)) => vec![NodeCreated],
+            (Known::Present(_) | Known::Created, None) => vec![NodeDeleted],
+            (Known::Present(was), Some(is)) if was != is => vec![NodeDeleted, NodeCreated],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Sends a request and awaits its result with the session's stamp of its completion.
@@ -1074,27 +1113,28 @@ async fn stamped<T: Send + 'static>(p: crate::Pending<T>) -> crate::Result<(T, u
 }
 
 /// Arms one watch of `kind` on `path` (for data and children: an exists watch while the node is
-/// missing); `w` hears its event. Withdrawn when the plugin is unloaded. Returns whether the
-/// node exists, and the stamp of the request's completion.
+/// missing); `w` hears its event. Withdrawn when the plugin is unloaded. Returns the node's
+/// creation zxid (`None` when it is missing), and the stamp of the request's completion.
 async fn arm_once(
     s: &Arc<Shared>,
     path: &str,
     kind: Armed,
     w: impl FnOnce(WatchedEvent, crate::CallbackInfo) + Clone + Send + 'static,
-) -> crate::Result<(bool, u64)> {
+) -> crate::Result<(Option<i64>, u64)> {
     let alive = s.watching.clone();
     let c = &s.client;
-    let exists = |r: crate::Result<(Option<crate::Stat>, u64)>| r.map(|(st, q)| (st.is_some(), q));
+    let exists =
+        |r: crate::Result<(Option<crate::Stat>, u64)>| r.map(|(st, q)| (st.map(|st| st.czxid), q));
     match kind {
         Armed::Data => match stamped(c.get_data_owned(path, w.clone(), alive.clone())).await {
-            Ok((_, q)) => Ok((true, q)),
+            Ok(((_, st), q)) => Ok((Some(st.czxid), q)),
             Err(crate::Error::NoNode) => exists(stamped(c.exists_owned(path, w, alive)).await),
             Err(e) => Err(e),
         },
         Armed::Exists => exists(stamped(c.exists_owned(path, w, alive)).await),
         Armed::Children => {
             match stamped(c.get_children_owned(path, w.clone(), alive.clone())).await {
-                Ok((_, q)) => Ok((true, q)),
+                Ok(((_, st), q)) => Ok((Some(st.czxid), q)),
                 // Wait for the node to appear, then watch its children.
                 Err(crate::Error::NoNode) => exists(stamped(c.exists_owned(path, w, alive)).await),
                 Err(e) => Err(e),
@@ -1393,6 +1433,42 @@ pub(crate) fn completion_send(shared: &Arc<Shared>, context: Vec<u8>, c: wit::Co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_re_arm_reports_the_existence_changes_it_missed() {
+        use wit::EventType::{NodeCreated, NodeDeleted};
+        let cases = [
+            (Known::Missing, None, vec![]),
+            (Known::Missing, Some(7), vec![NodeCreated]),
+            (Known::Present(7), Some(7), vec![]),
+            (Known::Present(7), None, vec![NodeDeleted]),
+            // Deleted and created again between trigger and re-arm.
+            (Known::Present(7), Some(9), vec![NodeDeleted, NodeCreated]),
+            // The created event told of some incarnation; the re-arm cannot tell which.
+            (Known::Created, Some(9), vec![]),
+            (Known::Created, None, vec![NodeDeleted]),
+        ];
+        for (known, now, want) in cases {
+            let got = known.missed(now);
+            assert_eq!(got.len(), want.len(), "{known:?} then {now:?}: {got:?}");
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(
+                    std::mem::discriminant(g),
+                    std::mem::discriminant(w),
+                    "{known:?} then {now:?}"
+                );
+            }
+        }
+        assert_eq!(
+            Known::Present(7).after(EventType::NodeDeleted),
+            Known::Missing
+        );
+        assert_eq!(Known::Missing.after(EventType::NodeCreated), Known::Created);
+        assert_eq!(
+            Known::Present(7).after(EventType::NodeDataChanged),
+            Known::Present(7)
+        );
+    }
 
     #[test]
     fn a_dropped_host_stops_its_threads() {
