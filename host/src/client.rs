@@ -445,6 +445,20 @@ impl<T> Future for PendingFuture<T> {
     }
 }
 
+/// What every create (alone or in a multi) must satisfy before it is sent.
+fn check_create(path: &str, acl: &[Acl], mode: CreateMode) -> Result<()> {
+    validate_path(path, mode.is_sequential())?;
+    if acl.is_empty() {
+        return Err(Error::InvalidAcl);
+    }
+    match mode.ttl() {
+        Some(ttl) if ttl <= 0 => Err(Error::InvalidArgument(format!(
+            "a TTL must be positive, got {ttl}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn check(path: &str) -> Result<()> {
     validate_path(path, false)
 }
@@ -571,6 +585,17 @@ impl Client {
         self.inner.chroot.apply(path)
     }
 
+    /// The server's path for a create: a sequential child of the root is a sequential child
+    /// of the chroot (the server appends the counter, so `/app` would make the sibling
+    /// `/app0000000001`).
+    fn server_create_path(&self, path: &str, mode: CreateMode) -> String {
+        let mut sp = self.server_path(path);
+        if path == "/" && mode.is_sequential() && sp != "/" {
+            sp.push('/');
+        }
+        sp
+    }
+
     /// A frame for `opcode` whose body starts with the (chrooted) path.
     fn path_frame(&self, opcode: i32, path: &str, extra: usize) -> BytesMut {
         let c = &self.inner.chroot;
@@ -687,23 +712,8 @@ impl Client {
         data: &[u8],
         opts: &CreateOptions,
     ) -> Result<(BytesMut, Effect)> {
-        validate_path(path, opts.mode.is_sequential())?;
-        if opts.acl.is_empty() {
-            return Err(Error::InvalidAcl);
-        }
-        if let Some(ttl) = opts.mode.ttl() {
-            if ttl <= 0 {
-                return Err(Error::InvalidArgument(format!(
-                    "a TTL must be positive, got {ttl}"
-                )));
-            }
-        }
-        let mut sp = self.server_path(path);
-        if path == "/" && opts.mode.is_sequential() && sp != "/" {
-            // A sequential child of the root is a sequential child of the chroot: the server
-            // appends the counter, so `/app` would make the sibling `/app0000000001`.
-            sp.push('/');
-        }
+        check_create(path, &opts.acl, opts.mode)?;
+        let sp = self.server_create_path(path, opts.mode);
         let mut f = ops::start_frame(ops::create_opcode(opts.mode), sp.len() + data.len() + 64);
         ops::write_create(&mut f, &sp, data, &opts.acl, opts.mode);
         Ok((f, Effect::None))
@@ -1024,17 +1034,15 @@ impl Client {
                 match o {
                     Op::Create {
                         path, mode, acl, ..
-                    } => {
-                        validate_path(path, mode.is_sequential())?;
-                        if acl.is_empty() {
-                            return Err(Error::InvalidAcl);
-                        }
-                    }
+                    } => check_create(path, acl, *mode)?,
                     other => check(other.path())?,
                 }
             }
             let mut f = ops::start_frame(op::MULTI, 64 * ops_.len());
-            multi::write_multi(&mut f, ops_, |p| self.server_path(p));
+            multi::write_multi(&mut f, ops_, |p, create| match create {
+                Some(mode) => self.server_create_path(p, mode),
+                None => self.server_path(p),
+            });
             Ok((f, Effect::None))
         })();
         self.pending(req, dec_multi)

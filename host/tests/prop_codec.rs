@@ -678,6 +678,10 @@ fn read_op(r: &mut R<'_>, ty: i32) -> Op {
 fn on_server(o: &Op) -> Op {
     let mut o = o.clone();
     match &mut o {
+        // As for a single create: a sequential child of the root goes as `<chroot>/`.
+        Op::Create { path, mode, .. } if path == "/" && mode.is_sequential() => {
+            *path = format!("{}/", server_path(path))
+        }
         Op::Create { path, .. }
         | Op::Delete { path, .. }
         | Op::SetData { path, .. }

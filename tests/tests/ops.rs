@@ -178,6 +178,20 @@ async fn create_modes_sequential_ephemeral_container_ttl() {
         .await,
         Err(Error::InvalidArgument(_))
     ));
+    // Inside a multi too, and nothing of the multi is applied.
+    assert!(matches!(
+        zk.multi(&[
+            Op::create("/ttl-m", b"".to_vec(), CreateMode::Persistent),
+            Op::create(
+                "/ttl-m0",
+                b"".to_vec(),
+                CreateMode::PersistentSequentialWithTtl(-5)
+            ),
+        ])
+        .await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(zk.exists("/ttl-m").await.unwrap().is_none());
 
     // makepath and ensure_path
     zk.create_with(
@@ -549,8 +563,21 @@ async fn a_sequential_child_of_the_root_stays_inside_the_chroot() {
         .await
         .unwrap();
     assert!(p.starts_with('/') && p.len() == 11, "{p}");
-    let (children, _) = zk.get_children("/").await.unwrap();
-    assert_eq!(children, vec![p[1..].to_string()]);
+    // The same inside a multi.
+    let res = zk
+        .multi(&[Op::create(
+            "/",
+            b"".to_vec(),
+            CreateMode::PersistentSequential,
+        )])
+        .await
+        .unwrap();
+    let OpResult::Create { path: q, .. } = &res[0] else {
+        panic!("{res:?}")
+    };
+    let (mut children, _) = zk.get_children("/").await.unwrap();
+    children.sort();
+    assert_eq!(children, vec![p[1..].to_string(), q[1..].to_string()]);
     let admin = Client::connect(&server().connect_string()).await.unwrap();
     let (top, _) = admin.get_children("/").await.unwrap();
     assert!(

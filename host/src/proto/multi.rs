@@ -151,7 +151,12 @@ fn put_header(b: &mut BytesMut, ty: i32, done: bool) {
 }
 
 /// Encodes a multi body. `map` applies the chroot to each path.
-pub(crate) fn write_multi(b: &mut BytesMut, ops_: &[Op], map: impl Fn(&str) -> String) {
+/// `map` gives the server's path for a client path; for a create it is also given the mode.
+pub(crate) fn write_multi(
+    b: &mut BytesMut,
+    ops_: &[Op],
+    map: impl Fn(&str, Option<CreateMode>) -> String,
+) {
     for o in ops_ {
         match o {
             Op::Create {
@@ -161,11 +166,11 @@ pub(crate) fn write_multi(b: &mut BytesMut, ops_: &[Op], map: impl Fn(&str) -> S
                 mode,
             } => {
                 put_header(b, ops::create_opcode(*mode), false);
-                ops::write_create(b, &map(path), data, acl, *mode);
+                ops::write_create(b, &map(path, Some(*mode)), data, acl, *mode);
             }
             Op::Delete { path, version } => {
                 put_header(b, op::DELETE, false);
-                ops::write_path_version(b, &map(path), *version);
+                ops::write_path_version(b, &map(path, None), *version);
             }
             Op::SetData {
                 path,
@@ -173,11 +178,11 @@ pub(crate) fn write_multi(b: &mut BytesMut, ops_: &[Op], map: impl Fn(&str) -> S
                 version,
             } => {
                 put_header(b, op::SET_DATA, false);
-                ops::write_set_data(b, &map(path), data, *version);
+                ops::write_set_data(b, &map(path, None), data, *version);
             }
             Op::Check { path, version } => {
                 put_header(b, op::CHECK, false);
-                ops::write_path_version(b, &map(path), *version);
+                ops::write_path_version(b, &map(path, None), *version);
             }
         }
     }
@@ -370,7 +375,11 @@ mod tests {
     #[test]
     fn multi_request_ends_with_done() {
         let mut b = BytesMut::new();
-        write_multi(&mut b, &[Op::check("/a", 1), Op::delete("/b", -1)], id);
+        write_multi(
+            &mut b,
+            &[Op::check("/a", 1), Op::delete("/b", -1)],
+            |p, _| id(p),
+        );
         let mut r = Reader::new(&b);
         assert_eq!(r.i32().unwrap(), op::CHECK);
         assert!(!r.bool().unwrap());
