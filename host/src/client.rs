@@ -1108,7 +1108,19 @@ impl Client {
         &self,
         path: &str,
         mode: AddWatchMode,
+        watcher: impl FnMut(WatchedEvent, CallbackInfo) -> bool + Send + 'static,
+    ) -> Pending<()> {
+        self.add_watch_owned(path, mode, watcher, Arc::new(AtomicBool::new(true)))
+    }
+
+    /// As [`Client::add_watch_with`]; the watcher is withdrawn (and pruned from the server by
+    /// [`Client::prune_watches`]) once `alive` is false.
+    pub(crate) fn add_watch_owned(
+        &self,
+        path: &str,
+        mode: AddWatchMode,
         mut watcher: impl FnMut(WatchedEvent, CallbackInfo) -> bool + Send + 'static,
+        alive: Arc<AtomicBool>,
     ) -> Pending<()> {
         let suppress = self.inner.suppress_resync;
         let watcher = move |ev: WatchedEvent, info| {
@@ -1117,7 +1129,7 @@ impl Client {
         let sink = WatchSink::LaneMany {
             lanes: self.lanes.clone(),
             f: Arc::new(std::sync::Mutex::new(watcher)),
-            alive: Arc::new(AtomicBool::new(true)),
+            alive,
         };
         self.pending(self.add_watch_req(path, mode, sink), dec_empty_or_err)
     }

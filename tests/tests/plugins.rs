@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use wazoo::{
     Binding, Client, CreateMode, IsolationMode, Op, Plugin, PluginError, PluginHost,
-    PluginHostConfig, Policy, SessionState,
+    PluginHostConfig, Policy, SessionState, WatcherType,
 };
 use wazoo_tests::{guest, FaultProxy, ZkServer};
 
@@ -956,7 +956,20 @@ async fn dropping_the_host_and_its_plugins_stops_threads_and_releases_instances(
         .unwrap();
     logged(&["drop-t", "watch node-created /w/b"]).await;
     assert!(probe.live() > 0);
+    for path in ["/w", "/d"] {
+        zk.check_watches(path, WatcherType::Any)
+            .await
+            .unwrap_or_else(|e| panic!("the plugin's watch on {path} is on the server: {e}"));
+    }
     drop(p);
+    // Its watches leave the server with it (the removals are queued before the checks).
+    for path in ["/w", "/d"] {
+        assert_eq!(
+            zk.check_watches(path, WatcherType::Any).await,
+            Err(wazoo::Error::NoWatcher),
+            "the unloaded plugin's watch on {path} is still on the server"
+        );
+    }
     let waiting = probe.clone();
     let stopped = tokio::task::spawn_blocking(move || waiting.wait_stopped(WAIT))
         .await

@@ -211,7 +211,7 @@ pub(crate) struct Shared {
     pub lane_stats: [LaneCounters; 3],
     /// State listeners added by its bindings, removed when it is unloaded.
     pub listeners: Mutex<Vec<ListenerId>>,
-    /// Paths of its kept-armed one-shot watches, pruned when it is unloaded.
+    /// Paths of its watches (kept-armed, one-shot and persistent), pruned when it is unloaded.
     pub armed: Mutex<Vec<String>>,
     /// False once unloaded: withdraws its one-shot watches from the session.
     pub watching: Arc<AtomicBool>,
@@ -916,26 +916,37 @@ pub(crate) async fn add_persistent(
     let shared = Arc::downgrade(s);
     let bound = path.to_string();
     s.client
-        .add_watch_with(path, mode, move |ev, info| {
-            if ev.event_type == EventType::None {
-                // The session ended, and the server forgot the watch with it. Unless the
-                // client was closed, bind again on the next session.
-                if ev.keeper_state != crate::KeeperState::Closed {
-                    if let Some(s) = shared.upgrade().filter(|s| s.loaded()) {
-                        rebind_persistent(s, bound.clone(), mode, info.seq);
+        .add_watch_owned(
+            path,
+            mode,
+            move |ev, info| {
+                if ev.event_type == EventType::None {
+                    // The session ended, and the server forgot the watch with it. Unless the
+                    // client was closed, bind again on the next session.
+                    if ev.keeper_state != crate::KeeperState::Closed {
+                        if let Some(s) = shared.upgrade().filter(|s| s.loaded()) {
+                            rebind_persistent(s, bound.clone(), mode, info.seq);
+                        }
                     }
+                    return false;
                 }
-                return false;
-            }
-            match shared.upgrade() {
-                Some(s) if s.loaded() => {
-                    s.send(LaneKind::Watch, GuestEvent::Watch(wit_event(&ev, info.seq)));
-                    true
+                match shared.upgrade() {
+                    Some(s) if s.loaded() => {
+                        s.send(LaneKind::Watch, GuestEvent::Watch(wit_event(&ev, info.seq)));
+                        true
+                    }
+                    _ => false,
                 }
-                _ => false,
-            }
-        })
-        .await
+            },
+            s.watching.clone(),
+        )
+        .await?;
+    // Unloading the plugin prunes it, here and on the server.
+    let mut armed = s.armed.lock().unwrap_or_else(|p| p.into_inner());
+    if !armed.iter().any(|p| p == path) {
+        armed.push(path.to_string());
+    }
+    Ok(())
 }
 
 /// Adds a persistent binding again after its session was lost (the client starts a new one;
