@@ -1139,7 +1139,7 @@ impl Client {
     pub fn remove_watches(&self, path: &str, kind: WatcherType) -> Pending<()> {
         let req = check(path).map(|_| {
             let mut f = self.path_frame(op::REMOVE_WATCHES, path, 4);
-            f.put_i32(kind.code());
+            f.put_i32(kind.wire_code());
             let effect = Effect::RemoveWatches {
                 path: self.server_path(path),
                 user_path: path.to_string(),

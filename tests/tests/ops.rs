@@ -586,3 +586,97 @@ async fn a_sequential_child_of_the_root_stays_inside_the_chroot() {
     );
     admin.close().await;
 }
+
+/// ZooKeeper 3.8 keeps one watch mode per (session, path): a one-shot watch sent to the server
+/// on a path this session watches persistently turns the persistent watch into a one-shot
+/// one. The client serves such one-shot watches from the persistent watch instead, arms them
+/// on the server when the persistent watch goes, and sends child watches under a recursive
+/// watch (which the server keeps apart) as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_and_persistent_watches_share_a_path() {
+    let zk = client("mixed").await;
+    let other = Client::connect(&format!("{}/ops-mixed", server().connect_string()))
+        .await
+        .unwrap();
+    other
+        .create("/m", b"0", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let wait = Duration::from_secs(10);
+    let mut pers = zk.add_watch("/m", AddWatchMode::Persistent).await.unwrap();
+    let (_, _, once) = zk.get_data_watch("/m").await.unwrap();
+    let (_, _, kids) = zk.get_children_watch("/m").await.unwrap();
+    other.set_data("/m", b"1", None).await.unwrap();
+    other.set_data("/m", b"2", None).await.unwrap();
+    other
+        .create("/m/c", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let ev = tokio::time::timeout(wait, once.changed()).await.unwrap();
+    assert_eq!(ev.event_type, EventType::NodeDataChanged);
+    let ev = tokio::time::timeout(wait, kids.changed()).await.unwrap();
+    assert_eq!(ev.event_type, EventType::NodeChildrenChanged);
+    for want in [
+        EventType::NodeDataChanged,
+        EventType::NodeDataChanged,
+        EventType::NodeChildrenChanged,
+    ] {
+        let ev = tokio::time::timeout(wait, pers.next())
+            .await
+            .unwrap_or_else(|_| panic!("the persistent watch stopped before {want:?}"))
+            .unwrap();
+        assert_eq!((ev.event_type, ev.path.as_str()), (want, "/m"));
+    }
+    // The persistent watch goes; a one-shot watch it covered is armed on the server now.
+    let (_, once) = zk.exists_watch("/m").await.unwrap();
+    let (_, kids) = zk
+        .get_children_watch("/m")
+        .await
+        .map(|(c, _, w)| (c, w))
+        .unwrap();
+    zk.remove_watches("/m", WatcherType::Persistent)
+        .await
+        .unwrap();
+    other.set_data("/m", b"3", None).await.unwrap();
+    other
+        .create("/m/d", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let ev = tokio::time::timeout(wait, once.changed())
+        .await
+        .expect("the exists watch was lost with the persistent watch");
+    assert_eq!(ev.event_type, EventType::NodeDataChanged);
+    let ev = tokio::time::timeout(wait, kids.changed())
+        .await
+        .expect("the child watch was lost with the persistent watch");
+    assert_eq!(ev.event_type, EventType::NodeChildrenChanged);
+    // A recursive watch, and a child watch on its path (the server keeps those apart).
+    let mut rec = zk
+        .add_watch("/m", AddWatchMode::PersistentRecursive)
+        .await
+        .unwrap();
+    let (_, _, kids) = zk.get_children_watch("/m").await.unwrap();
+    let (_, _, once) = zk.get_data_watch("/m").await.unwrap();
+    other
+        .create("/m/e", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    other.set_data("/m", b"4", None).await.unwrap();
+    other.set_data("/m", b"5", None).await.unwrap();
+    let ev = tokio::time::timeout(wait, kids.changed()).await.unwrap();
+    assert_eq!(ev.event_type, EventType::NodeChildrenChanged);
+    let ev = tokio::time::timeout(wait, once.changed()).await.unwrap();
+    assert_eq!(ev.event_type, EventType::NodeDataChanged);
+    for (want, path) in [
+        (EventType::NodeCreated, "/m/e"),
+        (EventType::NodeDataChanged, "/m"),
+        (EventType::NodeDataChanged, "/m"),
+    ] {
+        let ev = tokio::time::timeout(wait, rec.next())
+            .await
+            .unwrap_or_else(|_| panic!("the recursive watch stopped before {want:?} {path}"))
+            .unwrap();
+        assert_eq!((ev.event_type, ev.path.as_str()), (want, path));
+    }
+    other.close().await;
+}

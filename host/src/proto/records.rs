@@ -390,6 +390,16 @@ impl WatcherType {
             WatcherType::PersistentRecursive => 5,
         }
     }
+
+    /// The type sent to the server. ZooKeeper 3.8 refuses types 4 and 5 (a marshalling
+    /// error): a persistent watch leaves the server only with `Any`, which takes this
+    /// session's other watches at the path too; the session arms those again.
+    pub(crate) fn wire_code(self) -> i32 {
+        match self {
+            WatcherType::Persistent | WatcherType::PersistentRecursive => 3,
+            other => other.code(),
+        }
+    }
 }
 
 /// An identity the session is authenticated as, from `whoami`.

@@ -558,7 +558,7 @@ impl Actor {
 
     fn write_request(
         &mut self,
-        req: Request,
+        mut req: Request,
         wbuf: &mut BytesMut,
         inflight: &mut VecDeque<InFlight>,
     ) {
@@ -567,6 +567,20 @@ impl Actor {
                 let seq = self.stamp();
                 req.reply.complete(seq, Err(e));
                 return;
+            }
+            match kind {
+                WatchKind::Persistent | WatchKind::PersistentRecursive => {
+                    self.watches.adding(*kind, path)
+                }
+                // A persistent watch here already sees what this one-shot watch would: ask
+                // the server for none (it would replace the persistent one), register it
+                // here only. The read's watch flag is the last byte of its frame.
+                k if self.watches.shadowed(*k, path) => {
+                    if let Some(flag) = req.frame.last_mut() {
+                        *flag = 0;
+                    }
+                }
+                _ => {}
             }
         }
         self.write_frame(
@@ -711,6 +725,7 @@ impl Actor {
         } else {
             Error::ConnectionLoss
         };
+        self.watches.forget_adding();
         for p in inflight.drain(..) {
             match p.reply {
                 Reply::User(sink) => {
@@ -919,14 +934,37 @@ impl Actor {
         wbuf: &mut BytesMut,
         inflight: &mut VecDeque<InFlight>,
     ) {
-        let code = if (code == 4 || code == 5) && !self.watches.has_any(path) {
-            3
-        } else {
-            code
-        };
+        // ZooKeeper 3.8 removes a persistent watch only with `Any` (see
+        // `WatcherType::wire_code`); the one-shot watches that takes along are armed again.
+        let persistent = code == 4 || code == 5;
         let mut f = ops::start_frame(op::REMOVE_WATCHES, path.len() + 8);
-        ops::write_path_version(&mut f, path, code);
+        ops::write_path_version(&mut f, path, if persistent { 3 } else { code });
         self.write_internal(f, Reply::Internal, wbuf, inflight);
+        if persistent {
+            self.rearm_uncovered(path, wbuf, inflight);
+        }
+    }
+
+    /// This session's persistent watch at `path` left the server: sets again the one-shot
+    /// watches it covered there (see [`WatchRegistry::shadowed`]), which were registered here
+    /// only. Their watchers stay registered; these requests only arm the server.
+    fn rearm_uncovered(
+        &mut self,
+        path: &str,
+        wbuf: &mut BytesMut,
+        inflight: &mut VecDeque<InFlight>,
+    ) {
+        let (data, child) = self.watches.uncovered(path);
+        if data {
+            let mut f = ops::start_frame(op::EXISTS, path.len() + 8);
+            ops::write_path_watch(&mut f, path, true);
+            self.write_internal(f, Reply::Internal, wbuf, inflight);
+        }
+        if child {
+            let mut f = ops::start_frame(op::GET_CHILDREN2, path.len() + 8);
+            ops::write_path_watch(&mut f, path, true);
+            self.write_internal(f, Reply::Internal, wbuf, inflight);
+        }
     }
 
     /// Handles one frame from the server.
@@ -1014,7 +1052,9 @@ impl Actor {
                     self.last_zxid = h.zxid;
                 }
                 let seq = self.stamp();
-                self.apply_effect(seq, p.effect, h.err);
+                if let Some(path) = self.apply_effect(seq, p.effect, h.err) {
+                    self.rearm_uncovered(&path, wbuf, inflight);
+                }
                 match p.reply {
                     Reply::User(sink) => {
                         let res = if h.err == 0 {
@@ -1043,10 +1083,13 @@ impl Actor {
         Ok(())
     }
 
-    fn apply_effect(&mut self, seq: u64, effect: Effect, err: i32) {
+    /// Applies a request's effect on the registry once its reply came. Returns a path whose
+    /// persistent watch left the server, for [`Actor::rearm_uncovered`].
+    fn apply_effect(&mut self, seq: u64, effect: Effect, err: i32) -> Option<String> {
         match effect {
-            Effect::None => {}
+            Effect::None => None,
             Effect::Watch { kind, path, sink } => {
+                self.watches.added(kind, &path);
                 let kind = match (kind, err) {
                     (WatchKind::Exist, 0) => Some(WatchKind::Data),
                     (WatchKind::Exist, -101) => Some(WatchKind::Exist),
@@ -1056,15 +1099,18 @@ impl Actor {
                 if let Some(k) = kind {
                     self.watches.add(k, path, sink);
                 }
+                None
             }
             Effect::RemoveWatches {
                 path,
                 user_path,
                 watcher_type,
             } => {
-                if err == 0 {
-                    self.watches.remove(seq, &path, watcher_type, &user_path);
+                if err != 0 {
+                    return None;
                 }
+                self.watches.remove(seq, &path, watcher_type, &user_path);
+                matches!(watcher_type, 4 | 5).then_some(path)
             }
         }
     }

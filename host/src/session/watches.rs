@@ -132,6 +132,9 @@ pub(crate) struct WatchRegistry {
     child: HashMap<String, Vec<WatchSink>>,
     persistent: HashMap<String, Vec<WatchSink>>,
     recursive: HashMap<String, Vec<WatchSink>>,
+    /// Persistent (and recursive) watches sent and not yet answered, by path.
+    adding: HashMap<String, u32>,
+    adding_recursive: HashMap<String, u32>,
 }
 
 impl WatchRegistry {
@@ -308,6 +311,67 @@ impl WatchRegistry {
         }
     }
 
+    /// Whether a one-shot watch of `kind` at `path` is already covered by this session's
+    /// persistent watch at that exact path. ZooKeeper 3.8 keeps one watch mode per (session,
+    /// path) in each of its data and child watch tables: a one-shot watch sent to the server
+    /// there would turn the persistent watch into a one-shot one. Such a watch is registered
+    /// here only, and fired by the persistent watch's events (which include every event the
+    /// one-shot watch would see). A recursive watch is not in the child table, so a child
+    /// watch under it goes to the server.
+    pub(crate) fn shadowed(&self, kind: WatchKind, path: &str) -> bool {
+        let persistent = self.persistent.contains_key(path) || self.adding.contains_key(path);
+        match kind {
+            WatchKind::Data | WatchKind::Exist => {
+                persistent
+                    || self.recursive.contains_key(path)
+                    || self.adding_recursive.contains_key(path)
+            }
+            WatchKind::Child => persistent,
+            WatchKind::Persistent | WatchKind::PersistentRecursive => false,
+        }
+    }
+
+    /// A persistent watch at `path` was sent; it is registered when its reply comes.
+    pub(crate) fn adding(&mut self, kind: WatchKind, path: &str) {
+        let m = match kind {
+            WatchKind::Persistent => &mut self.adding,
+            WatchKind::PersistentRecursive => &mut self.adding_recursive,
+            _ => return,
+        };
+        *m.entry(path.to_string()).or_default() += 1;
+    }
+
+    /// The reply (or the connection's end) came for a persistent watch sent at `path`.
+    pub(crate) fn added(&mut self, kind: WatchKind, path: &str) {
+        let m = match kind {
+            WatchKind::Persistent => &mut self.adding,
+            WatchKind::PersistentRecursive => &mut self.adding_recursive,
+            _ => return,
+        };
+        if let Some(n) = m.get_mut(path) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(path);
+            }
+        }
+    }
+
+    /// The connection ended: no persistent watch is on its way any more.
+    pub(crate) fn forget_adding(&mut self) {
+        self.adding.clear();
+        self.adding_recursive.clear();
+    }
+
+    /// After this session's persistent watch at `path` left the server: the one-shot watches
+    /// it covered there, which the server must now hold itself. Returns whether a data (or
+    /// exist) watch and whether a child watch must be set again.
+    pub(crate) fn uncovered(&self, path: &str) -> (bool, bool) {
+        let data = (self.data.contains_key(path) || self.exist.contains_key(path))
+            && !self.shadowed(WatchKind::Data, path);
+        let child = self.child.contains_key(path) && !self.shadowed(WatchKind::Child, path);
+        (data, child)
+    }
+
     /// ZooKeeper keeps one persistent mode per (session, path): adding the other mode would
     /// silently replace the first on the server. Refuse it instead.
     pub(crate) fn mode_conflict(&self, kind: WatchKind, path: &str) -> Option<crate::error::Error> {
@@ -360,19 +424,6 @@ impl WatchRegistry {
             emptied.push(5);
         }
         emptied
-    }
-
-    /// Whether any watch is registered at the path.
-    pub(crate) fn has_any(&self, path: &str) -> bool {
-        [
-            &self.data,
-            &self.exist,
-            &self.child,
-            &self.persistent,
-            &self.recursive,
-        ]
-        .iter()
-        .any(|m| m.contains_key(path))
     }
 
     /// Whether a watch of this kind is registered at the path.
@@ -446,6 +497,41 @@ mod tests {
         r.dispatch(1, "/b", ev(EventType::NodeCreated, "/b"));
         assert_eq!(r3.try_recv().unwrap().event_type, EventType::NodeCreated);
         assert!(r.take_restore_list().is_empty());
+    }
+
+    #[test]
+    fn one_shot_watches_under_a_persistent_watch_of_the_same_path_stay_local() {
+        let mut r = WatchRegistry::default();
+        // A persistent watch on its way already covers the path.
+        r.adding(WatchKind::Persistent, "/p");
+        assert!(r.shadowed(WatchKind::Data, "/p"));
+        assert!(r.shadowed(WatchKind::Child, "/p"));
+        assert!(!r.shadowed(WatchKind::Data, "/p/q"), "only the exact path");
+        let (tx, _rx) = mpsc::unbounded_channel();
+        r.added(WatchKind::Persistent, "/p");
+        r.add(WatchKind::Persistent, "/p".into(), WatchSink::Stream(tx));
+        assert!(r.shadowed(WatchKind::Exist, "/p"));
+        // The server keeps recursive watches out of its child table.
+        let (tx, _rx2) = mpsc::unbounded_channel();
+        r.add(
+            WatchKind::PersistentRecursive,
+            "/r".into(),
+            WatchSink::Stream(tx),
+        );
+        assert!(r.shadowed(WatchKind::Data, "/r"));
+        assert!(!r.shadowed(WatchKind::Child, "/r"));
+        // Once the persistent watch is gone, the one-shot watches it covered need the server.
+        let (t1, _r1) = oneshot::channel();
+        let (t2, _r2) = oneshot::channel();
+        r.add(WatchKind::Data, "/p".into(), WatchSink::Once(t1));
+        r.add(WatchKind::Child, "/p".into(), WatchSink::Once(t2));
+        assert_eq!(r.uncovered("/p"), (false, false));
+        r.remove(2, "/p", 4, "/p");
+        assert_eq!(r.uncovered("/p"), (true, true));
+        // A connection that ends takes the unanswered adds with it.
+        r.adding(WatchKind::PersistentRecursive, "/x");
+        r.forget_adding();
+        assert!(!r.shadowed(WatchKind::Data, "/x"));
     }
 
     #[test]
