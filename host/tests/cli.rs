@@ -441,22 +441,6 @@ fn config_errors_name_the_file_the_key_and_the_problem() {
             "the same binding as plugin[0].bind[0]",
         ),
         (
-            "one-shot-on-a-persistent-path",
-            format!(
-                "{}bind = [{{ recursive = \"/app\" }}]\n{}bind = [{{ exists = \"/app\" }}]\n",
-                ok_plugin("a"),
-                ok_plugin("b")
-            ),
-            ": plugin[1].bind[0]:",
-            "an exists watch on /app would turn the recursive watch of plugin[0].bind[0] into a one-shot watch",
-        ),
-        (
-            "persistent-on-a-one-shot-path",
-            format!("{}bind = [{{ children = \"/app\" }}, {{ persistent = \"/app\" }}]\n", ok_plugin("a")),
-            ": plugin[0].bind[0]:",
-            "a children watch on /app would turn the persistent watch of plugin[0].bind[1] into a one-shot watch",
-        ),
-        (
             "shutdown-duration-without-unit",
             "[shutdown]\ndrain_timeout = \"5\"\n".into(),
             ": shutdown.drain_timeout:",

@@ -934,8 +934,6 @@ async fn dropping_the_host_and_its_plugins_stops_threads_and_releases_instances(
     p.bind(Binding::PersistentRecursive("/w".into()))
         .await
         .unwrap();
-    // (Not on /w itself: ZooKeeper keeps one watch mode per path and session, so a data watch
-    // on /w would turn the recursive watch into a one-shot one.)
     direct
         .create("/d", b"", CreateMode::Persistent)
         .await

@@ -431,11 +431,10 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     let shutdown = v.shutdown(raw.shutdown)?;
     let mut plugins = Vec::new();
     let mut names: HashMap<String, String> = HashMap::new();
-    // Persistent watches per path across plugins: one session, one mode per path.
+    // Persistent watches per path across plugins: one session, one persistent mode per path.
+    // (Data, exists and children bindings may share a persistent binding's path: the session
+    // serves them from the persistent watch.)
     let mut persistent: HashMap<String, (bool, String)> = HashMap::new();
-    // The first data, exists or children binding per path, which a persistent watch there would
-    // be replaced by (and the reverse).
-    let mut one_shot: HashMap<String, (Binding, String)> = HashMap::new();
     for (i, p) in raw.plugin.into_iter().enumerate() {
         let key = format!("plugin[{i}]");
         let settings = v.plugin(&key, p)?;
@@ -452,23 +451,8 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             let (path, recursive) = match b {
                 Binding::Persistent(p) => (p, false),
                 Binding::PersistentRecursive(p) => (p, true),
-                Binding::Data(p) | Binding::Exists(p) | Binding::Children(p) => {
-                    if let Some((mode, other)) = persistent.get(p) {
-                        return Err(v.err(bkey.clone(), one_shot_conflict(b, p, *mode, other)));
-                    }
-                    one_shot
-                        .entry(p.clone())
-                        .or_insert((b.clone(), bkey.clone()));
-                    continue;
-                }
                 _ => continue,
             };
-            if let Some((first, other)) = one_shot.get(path) {
-                return Err(v.err(
-                    other.clone(),
-                    one_shot_conflict(first, path, recursive, bkey),
-                ));
-            }
             match persistent.get(path) {
                 Some((mode, other)) if *mode != recursive => {
                     return Err(v.err(
@@ -497,21 +481,6 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         shutdown,
         plugins,
     })
-}
-
-/// Why a data, exists or children binding cannot share its path with a persistent watch.
-fn one_shot_conflict(binding: &Binding, path: &str, recursive: bool, other: &str) -> String {
-    let kind = match binding {
-        Binding::Data(_) => "a data",
-        Binding::Exists(_) => "an exists",
-        _ => "a children",
-    };
-    format!(
-        "{kind} watch on {path} would turn the {} watch of {other} into a one-shot watch: \
-         ZooKeeper keeps one watch mode per path and session (every plugin shares the session); \
-         let the persistent watch's plugin handle {path}, or bind another path",
-        mode_name(recursive)
-    )
 }
 
 fn mode_name(recursive: bool) -> &'static str {
@@ -903,6 +872,30 @@ mod tests {
         let e = err("[zookeeper\n");
         assert_eq!(e.key, None);
         assert!(e.to_string().starts_with("/nonexistent/c.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn one_shot_bindings_may_share_a_persistent_path() {
+        // Any file will do as the component: loading is not checked here.
+        let exe = std::env::current_exe().unwrap();
+        let plugin = |name: &str, bind: &str| {
+            format!(
+                "[[plugin]]\nname = \"{name}\"\ncomponent = {:?}\nread = [\"/\"]\nbind = [{bind}]\n",
+                exe.display().to_string()
+            )
+        };
+        let text = plugin("a", "{ recursive = \"/app\" }")
+            + &plugin(
+                "b",
+                "{ exists = \"/app\" }, { children = \"/app\" }, { persistent = \"/b\" }, \
+                 { data = \"/b\" }",
+            );
+        let c = parse(Path::new("/nonexistent/c.toml"), &text).unwrap();
+        assert_eq!(c.plugins.len(), 2);
+        let text = plugin("a", "{ recursive = \"/app\" }, { persistent = \"/app\" }");
+        let e = parse(Path::new("/nonexistent/c.toml"), &text).expect_err("two modes");
+        assert_eq!(e.key.as_deref(), Some("plugin[0].bind[1]"), "{e}");
+        assert!(e.message.contains("one persistent watch mode"), "{e}");
     }
 
     #[test]
