@@ -51,7 +51,9 @@ pub use client::{
     Client, ClientBuilder, CreateOptions, ListenerId, OneshotWatcher, Pending, PendingFuture,
     PersistentWatcher, StateEvents,
 };
-pub use dispatch::{CallbackInfo, Histogram, LaneKind, LaneMetrics, Lanes, DEFAULT_SPIN};
+pub use dispatch::{
+    CallbackInfo, Histogram, LaneKind, LaneMetrics, LaneScheduling, Lanes, DEFAULT_SPIN,
+};
 pub use error::{Error, Result};
 pub use path::validate_path;
 #[doc(hidden)]

@@ -444,7 +444,7 @@ fn config_errors_name_the_file_the_key_and_the_problem() {
             "shutdown-duration-without-unit",
             "[shutdown]\ndrain_timeout = \"5\"\n".into(),
             ": shutdown.drain_timeout:",
-            "\"5\" is not a duration: expected a number and a unit (ms, s or m)",
+            "\"5\" is not a duration: expected a number and a unit (us, ms, s or m)",
         ),
         (
             "shutdown-duration-zero",

@@ -1,5 +1,5 @@
 //! Dispatch-lane benchmark:
-//! `wazoo-lanes HOST:PORT [n=1000000] [rate=10000] [secs=5] [spin=US]`.
+//! `wazoo-lanes HOST:PORT [n=1000000] [rate=10000] [secs=5] [spin=US] [nice=N] [slice_us=US]`.
 //!
 //! 1. `dispatch`: empty native callbacks pushed onto one lane as fast as one producer can; the
 //!    lane's throughput (callbacks/s) until it has run them all.
@@ -14,8 +14,9 @@
 //!    session-lane callbacks are submitted at 1 kHz; their queueing latency p50/p99.
 //!
 //! `spin` sets how long an emptied lane polls before parking, in microseconds (default:
-//! `wazoo::DEFAULT_SPIN`). Prints one JSON object per line per measurement and a table on
-//! stderr.
+//! `wazoo::DEFAULT_SPIN`). `nice` and `slice_us` set the lane threads' nice value and the time
+//! slice they ask the kernel for (`wazoo::LaneScheduling`; not combined with `spin`). Prints
+//! one JSON object per line per measurement and a table on stderr.
 
 use std::future::IntoFuture;
 use std::sync::mpsc;
@@ -92,8 +93,27 @@ async fn main() -> anyhow::Result<()> {
     } else {
         wazoo::DEFAULT_SPIN
     };
-    let lanes_named = |name: &str| Lanes::with_spin(name, spin);
-    eprintln!("lanes poll for {spin:?} before parking");
+    let given = |key: &str| args.iter().any(|a| a.starts_with(&format!("{key}=")));
+    let mut scheduling = wazoo::LaneScheduling::default();
+    if given("nice") {
+        let nice = args
+            .iter()
+            .find_map(|a| a.strip_prefix("nice="))
+            .and_then(|v| v.parse::<i32>().ok())
+            .expect("nice=N takes an integer");
+        scheduling = scheduling.nice(nice);
+    }
+    if given("slice_us") {
+        scheduling = scheduling.slice(Duration::from_micros(arg(&args, "slice_us", 0)));
+    }
+    let lanes_named = |name: &str| {
+        if spin.is_zero() {
+            Lanes::with_scheduling(name, scheduling)
+        } else {
+            Lanes::with_spin(name, spin)
+        }
+    };
+    eprintln!("lanes poll for {spin:?} before parking; scheduling {scheduling:?}");
     let mut rows: Vec<(String, String)> = Vec::new();
 
     // 1. dispatch throughput per lane
@@ -179,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
     let lane_pct = 100.0 * lane_busy.as_secs_f64() / wall.as_secs_f64();
     let proc_pct = 100.0 * proc_busy.as_secs_f64() / wall.as_secs_f64();
     println!(
-        "{{\"bench\":\"frame_to_callback\",\"spin_us\":{},\"rate\":{achieved:.0},\"n\":{total},\"p50_us\":{p50:.1},\"p99_us\":{p99:.1},\"p999_us\":{p999:.1},\"lane_cpu_pct\":{lane_pct:.1},\"process_cpu_pct\":{proc_pct:.1}}}",
+        "{{\"bench\":\"frame_to_callback\",\"spin_us\":{},\"scheduling\":\"{scheduling:?}\",\"rate\":{achieved:.0},\"n\":{total},\"p50_us\":{p50:.1},\"p99_us\":{p99:.1},\"p999_us\":{p999:.1},\"lane_cpu_pct\":{lane_pct:.1},\"process_cpu_pct\":{proc_pct:.1}}}",
         spin.as_micros()
     );
     rows.push((

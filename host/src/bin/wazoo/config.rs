@@ -106,6 +106,8 @@ pub struct HostSettings {
     pub metrics: Option<SocketAddr>,
     /// The log format.
     pub log: LogFormat,
+    /// How the native lanes' threads ask to be scheduled.
+    pub lanes: wazoo::LaneScheduling,
 }
 
 /// The `[shutdown]` section, validated.
@@ -220,6 +222,8 @@ struct RawHost {
     metrics: Option<String>,
     #[serde(default)]
     log: LogFormat,
+    lane_nice: Option<i32>,
+    lane_slice: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -664,7 +668,27 @@ impl Validator<'_> {
                 )
             })?),
         };
+        let mut lanes = wazoo::LaneScheduling::default();
+        if let Some(n) = h.lane_nice {
+            if !(-20..=19).contains(&n) {
+                return Err(self.err(
+                    "host.lane_nice",
+                    format!("{n} is not a nice value; expected -20 to 19"),
+                ));
+            }
+            lanes = lanes.nice(n);
+        }
+        if let Some(d) = self.duration("host.lane_slice", h.lane_slice)? {
+            if d > Duration::from_millis(100) {
+                return Err(self.err(
+                    "host.lane_slice",
+                    "Linux takes slices of 0.1 to 100 ms; this is over 100 ms",
+                ));
+            }
+            lanes = lanes.slice(d);
+        }
         Ok(HostSettings {
+            lanes,
             isolation: match h.isolation {
                 RawIsolation::Shared => IsolationMode::Shared,
                 RawIsolation::PerPlugin => IsolationMode::PerPlugin,
@@ -681,7 +705,7 @@ impl Validator<'_> {
             self.err(
                 key,
                 format!(
-                    "{text:?} is not a duration: expected a number and a unit (ms, s or m), \
+                    "{text:?} is not a duration: expected a number and a unit (us, ms, s or m), \
                      e.g. \"5s\" or \"500ms\""
                 ),
             )
@@ -839,6 +863,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
     }
     let value: f64 = number.parse().ok()?;
     let scale = match unit.trim() {
+        "us" | "µs" => 1e-6,
         "ms" => 1e-3,
         "s" => 1.0,
         "m" => 60.0,
@@ -904,6 +929,7 @@ mod tests {
         for (text, want) in [
             ("5s", Some(ms(5000))),
             ("250ms", Some(ms(250))),
+            ("100us", Some(Duration::from_micros(100))),
             ("1.5s", Some(ms(1500))),
             ("2m", Some(ms(120_000))),
             (" 3s ", Some(ms(3000))),
@@ -925,6 +951,21 @@ mod tests {
         .unwrap();
         assert_eq!(c.shutdown.drain_timeout, ms(750));
         assert_eq!(c.shutdown.close_timeout, ms(10_000), "the default");
+        let c = parse(
+            Path::new("/nonexistent/c.toml"),
+            "[host]\nlane_nice = -5\nlane_slice = \"200us\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.host.lanes,
+            wazoo::LaneScheduling::default()
+                .nice(-5)
+                .slice(Duration::from_micros(200))
+        );
+        let e = err("[host]\nlane_nice = -30\n");
+        assert_eq!(e.key.as_deref(), Some("host.lane_nice"), "{e}");
+        let e = err("[host]\nlane_slice = \"1s\"\n");
+        assert_eq!(e.key.as_deref(), Some("host.lane_slice"), "{e}");
     }
 
     #[test]

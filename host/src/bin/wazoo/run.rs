@@ -129,7 +129,7 @@ async fn serve(cfg: &Config, hosts: &str, signals: &mut Signals) -> Result<i32> 
     let builder = |connect: &str| {
         let mut b = Client::builder(connect)
             .allow_read_only(z.read_only)
-            .lanes(Lanes::new("wazoo"));
+            .lanes(Lanes::with_scheduling("wazoo", cfg.host.lanes));
         if let Some(t) = z.session_timeout {
             b = b.session_timeout(t);
         }
