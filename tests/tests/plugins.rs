@@ -1040,3 +1040,56 @@ fn parse_debug_duration(s: &str) -> Option<Duration> {
         .ok()
         .map(|v| Duration::from_secs_f64(v * scale))
 }
+
+/// Plugins of the same component share one compiled, pre-linked copy while any of them is
+/// loaded; each still gets instances of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_of_one_component_share_its_code() {
+    let (zk, direct) = client("share", None).await;
+    let h = host(IsolationMode::PerPlugin);
+    let sink = Policy::default().write(["/sink"]);
+    let a = load(
+        &h,
+        &zk,
+        "share-a",
+        "echo",
+        sink.clone(),
+        &[("sink", "/sink")],
+    );
+    let b = load(
+        &h,
+        &zk,
+        "share-b",
+        "echo",
+        sink.clone(),
+        &[("sink", "/sink")],
+    );
+    assert_eq!(h.prepared_components(), 1, "one echo component");
+    let c = load(&h, &zk, "share-c", "noop", all(), &[]);
+    assert_eq!(h.prepared_components(), 2);
+    // Each plugin has its own instances (and state): both handle an event.
+    a.inject_watch("/a", 1);
+    b.inject_watch("/b", 2);
+    let events = await_children(&direct, "/sink", |c| c.len() >= 2).await;
+    assert_eq!(events, ["node-data-changed /a", "node-data-changed /b"]);
+    // Reloading one onto other code leaves the other on the shared copy.
+    a.reload(&std::fs::read(guest("noop")).unwrap()).unwrap();
+    assert_eq!(h.prepared_components(), 2, "noop is shared with c now");
+    // Unloaded plugins let go of their code once their instances are gone (their lanes drop
+    // them asynchronously).
+    let settles = |want: usize, why: &str| {
+        let deadline = Instant::now() + WAIT;
+        while h.prepared_components() != want {
+            assert!(
+                Instant::now() < deadline,
+                "{why}: {} components still in use",
+                h.prepared_components()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    drop((b, c));
+    settles(1, "only a's noop is in use");
+    drop(a);
+    settles(0, "no plugin is loaded");
+}

@@ -292,6 +292,102 @@ async fn main() -> anyhow::Result<()> {
         format!("{:.1} us", build_all.as_secs_f64() * 1e6 / plugins as f64),
     ));
 
+    // Instance build alone (store, WASI context, instantiation from the pre-linked component),
+    // apart from init: 200 more plugins, each built by its first event, one at a time (when
+    // builds run concurrently, each one's wall time includes the others').
+    let serial = 200u64;
+    let (mut build, mut init) = (Duration::ZERO, Duration::ZERO);
+    let mut extra = Vec::new();
+    for i in 0..serial {
+        let p = host.load(&zk, &format!("noop-s{i}"), &bytes, policy.clone(), vec![])?;
+        p.inject_watch("/x", 0);
+        wait_calls(&p, 1);
+        let s = p.stats();
+        build += s.build_time;
+        init += s.init_time;
+        extra.push(p);
+    }
+    drop(extra);
+    let build_us = build.as_secs_f64() * 1e6 / serial as f64;
+    let init_us = init.as_secs_f64() * 1e6 / serial as f64;
+    println!("{{\"bench\":\"instance_build\",\"instances\":{serial},\"build_us\":{build_us:.1},\"init_us\":{init_us:.1}}}");
+    rows.push((
+        format!("instance build alone / init alone, one at a time, averaged over {serial}"),
+        format!("{build_us:.1} us / {init_us:.1} us"),
+    ));
+
+    // The session lane's latency while the same plugin's guest spins on its watch lane: the
+    // `spin` guest loops in on-watch until its budget (4 s) cuts it; meanwhile session events
+    // are queued at 1 kHz for 3 s; their queueing time (queued to handler start) comes from
+    // the lane's histogram (power-of-two buckets, so percentiles are upper bounds).
+    let spin_wasm = std::path::Path::new(&wasm).with_file_name("spin.wasm");
+    let spinner = host.load(
+        &zk,
+        "spin",
+        &std::fs::read(&spin_wasm)?,
+        Policy {
+            compute_budget: Duration::from_secs(4),
+            wall_limit: Duration::from_secs(20),
+            ..policy.clone()
+        },
+        vec![],
+    )?;
+    let session = |p: &wazoo::Plugin| p.lane_metrics(wazoo::LaneKind::Session);
+    spinner.inject_session(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while session(&spinner).dispatched < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the spin guest's session lane never ran"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    spinner.inject_watch("/spin", 1);
+    // Let the spin start (its instance is built on the first watch event).
+    std::thread::sleep(Duration::from_millis(100));
+    let events = 3000u64;
+    let t = Instant::now();
+    for i in 0..events {
+        let due = t + Duration::from_millis(i);
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        spinner.inject_session(2 + i);
+    }
+    while session(&spinner).dispatched < 1 + events {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(10),
+            "session events were lost"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let still_spinning = spinner.stats().traps == 0;
+    let m = session(&spinner);
+    let bound = |q: f64| {
+        m.wait
+            .quantile_bound(q)
+            .map_or("unbounded".to_string(), |d| format!("{}", d.as_micros()))
+    };
+    let (p50, p99, p999) = (bound(0.5), bound(0.99), bound(0.999));
+    println!(
+        "{{\"bench\":\"session_while_guest_spins\",\"events\":{events},\"wait_p50_us_le\":\"{p50}\",\"wait_p99_us_le\":\"{p99}\",\"wait_p999_us_le\":\"{p999}\",\"spin_covered_run\":{still_spinning}}}"
+    );
+    rows.push((
+        "session lane while the guest spins on its watch lane (1 kHz, queued to start)".into(),
+        format!(
+            "p50 <= {p50} us, p99 <= {p99} us, p99.9 <= {p999} us (spin still running at the end: {still_spinning})"
+        ),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while spinner.stats().traps == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the spin was never cut at its budget"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(spinner);
+
     eprintln!("\n| measurement | result |\n|---|---|");
     for (k, v) in rows {
         eprintln!("| {k} | {v} |");

@@ -133,6 +133,11 @@ pub struct PluginStats {
     pub restarts: u64,
     /// Whether the plugin was disabled for crashing too often.
     pub disabled: bool,
+    /// Time spent building instances (the store, its WASI context, instantiation from the
+    /// pre-linked component), over all `instantiations`; `init` not included.
+    pub build_time: Duration,
+    /// Time spent in the guests' `init`, over all `instantiations`.
+    pub init_time: Duration,
 }
 
 /// What a plugin reacts to.
@@ -160,6 +165,9 @@ pub(crate) enum GuestEvent {
     Session(wit::SessionEvent),
     Watch(wit::WatchEvent),
     Completion(Vec<u8>, wit::Completion),
+    /// The plugin was unloaded: the lane drops its instance (sent by `Plugin::drop`, past
+    /// the `unloaded` check of [`Shared::send`]).
+    Unload,
 }
 
 /// An event for a guest lane, with when it was queued.
@@ -189,6 +197,20 @@ impl GuestLanes {
     }
 }
 
+/// A component compiled and linked for one or more loaded plugins.
+pub(crate) struct Prepared {
+    pub pre: PluginPre<GuestState>,
+    /// Keeps the host's entry for this component alive while the plugin uses it.
+    _users: Arc<()>,
+}
+
+/// The host's record of a prepared component (see `HostInner::prepared`).
+struct PreparedEntry {
+    bytes: Arc<[u8]>,
+    pre: PluginPre<GuestState>,
+    users: std::sync::Weak<()>,
+}
+
 /// What a loaded plugin shares with its lanes and its import implementations.
 pub(crate) struct Shared {
     pub id: u64,
@@ -196,7 +218,7 @@ pub(crate) struct Shared {
     pub policy: Policy,
     pub config: Vec<(String, String)>,
     pub client: Client,
-    pub pre: Mutex<(u64, PluginPre<GuestState>)>,
+    pub pre: Mutex<(u64, Prepared)>,
     /// The generation in `pre`, readable without the lock (checked on every event).
     pub generation: AtomicU64,
     pub lanes: GuestLanes,
@@ -207,6 +229,9 @@ pub(crate) struct Shared {
     pub traps: AtomicU64,
     pub instantiations: AtomicU64,
     pub restarts: AtomicU64,
+    /// Nanoseconds spent building instances, and in their `init` (see [`PluginStats`]).
+    pub build_ns: AtomicU64,
+    pub init_ns: AtomicU64,
     /// Per lane (by [`LaneKind::index`]): this plugin's events on it, queued and handled.
     pub lane_stats: [LaneCounters; 3],
     /// State listeners added by its bindings, removed when it is unloaded.
@@ -240,6 +265,28 @@ impl Shared {
             stats.unqueued();
             self.host.in_flight.fetch_sub(1, Ordering::SeqCst);
             false
+        }
+    }
+
+    /// Tells each of the plugin's lanes to drop its instance. Instances hold the plugin's
+    /// shared state, so without this an unloaded plugin's instances (and, per plugin, its lane
+    /// tasks) would live as long as the host.
+    fn send_unload(self: &Arc<Self>) {
+        for (kind, tx) in [
+            (LaneKind::Session, &self.lanes.session),
+            (LaneKind::Watch, &self.lanes.watch),
+            (LaneKind::Completion, &self.lanes.completion),
+        ] {
+            let stats = &self.lane_stats[kind.index()];
+            stats.queued();
+            self.host.in_flight.fetch_add(1, Ordering::SeqCst);
+            if tx
+                .send((self.clone(), GuestEvent::Unload, Instant::now()))
+                .is_err()
+            {
+                stats.unqueued();
+                self.host.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
         }
     }
 
@@ -362,6 +409,9 @@ pub(crate) struct HostInner {
     engine: Engine,
     linker: Linker<GuestState>,
     cfg: PluginHostConfig,
+    /// Components already compiled and linked, by content, while a loaded plugin uses them:
+    /// plugins of the same component share its code and its pre-linked instance.
+    prepared: Mutex<HashMap<u64, Vec<PreparedEntry>>>,
     handle: tokio::runtime::Handle,
     shared_lanes: Mutex<Option<GuestLanes>>,
     /// Non-blocking forwarding lanes: the session actor's events reach guest lanes through them.
@@ -517,6 +567,7 @@ impl PluginHost {
                 engine,
                 linker,
                 cfg,
+                prepared: Mutex::new(HashMap::new()),
                 handle: rt.handle().clone(),
                 shared_lanes: Mutex::new(None),
                 forward: forward.clone(),
@@ -532,6 +583,21 @@ impl PluginHost {
                 forward,
             }),
         })
+    }
+
+    /// How many distinct components loaded plugins use (plugins of the same component share
+    /// one compiled, pre-linked copy). For tests.
+    #[doc(hidden)]
+    pub fn prepared_components(&self) -> usize {
+        let map = self
+            .inner
+            .prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .flatten()
+            .filter(|e| e.users.strong_count() > 0)
+            .count()
     }
 
     /// A probe that sees the host's threads, tasks and instances go away.
@@ -627,6 +693,8 @@ impl PluginHost {
             traps: AtomicU64::new(0),
             instantiations: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            build_ns: AtomicU64::new(0),
+            init_ns: AtomicU64::new(0),
             lane_stats: Default::default(),
             listeners: Mutex::new(Vec::new()),
             armed: Mutex::new(Vec::new()),
@@ -641,7 +709,7 @@ impl PluginHost {
     }
 
     /// Checks the bytes, compiles (or loads from the cache) and links.
-    fn prepare(&self, name: &str, bytes: &[u8]) -> Result<PluginPre<GuestState>, PluginError> {
+    fn prepare(&self, name: &str, bytes: &[u8]) -> Result<Prepared, PluginError> {
         if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
             return Err(PluginError::NotWasm {
                 name: name.to_string(),
@@ -652,6 +720,30 @@ impl PluginHost {
                 name: name.to_string(),
             });
         }
+        let key = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            h.finish()
+        };
+        {
+            let mut map = self
+                .inner
+                .prepared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(list) = map.get_mut(&key) {
+                list.retain(|e| e.users.strong_count() > 0);
+                // Same hash and same bytes: the same component.
+                if let Some(e) = list.iter().find(|e| *e.bytes == *bytes) {
+                    if let Some(token) = e.users.upgrade() {
+                        return Ok(Prepared {
+                            pre: e.pre.clone(),
+                            _users: token,
+                        });
+                    }
+                }
+            }
+        }
         let component = self.compile(name, bytes)?;
         let pre =
             self.inner
@@ -661,10 +753,27 @@ impl PluginHost {
                     name: name.to_string(),
                     reason: format!("{e:#}"),
                 })?;
-        PluginPre::new(pre).map_err(|e| PluginError::WrongWorld {
+        let pre = PluginPre::new(pre).map_err(|e| PluginError::WrongWorld {
             name: name.to_string(),
             reason: format!("{e:#}"),
-        })
+        })?;
+        let token = Arc::new(());
+        let mut map = self
+            .inner
+            .prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Forget components no loaded plugin uses any more.
+        map.retain(|_, list| {
+            list.retain(|e| e.users.strong_count() > 0);
+            !list.is_empty()
+        });
+        map.entry(key).or_default().push(PreparedEntry {
+            bytes: Arc::from(bytes),
+            pre: pre.clone(),
+            users: Arc::downgrade(&token),
+        });
+        Ok(Prepared { pre, _users: token })
     }
 
     fn compile(&self, name: &str, bytes: &[u8]) -> Result<Component, PluginError> {
@@ -744,6 +853,8 @@ impl Plugin {
             instantiations: self.shared.instantiations.load(Ordering::Relaxed),
             restarts: self.shared.restarts.load(Ordering::Relaxed),
             disabled: self.shared.disabled.load(Ordering::Relaxed),
+            build_time: Duration::from_nanos(self.shared.build_ns.load(Ordering::Relaxed)),
+            init_time: Duration::from_nanos(self.shared.init_ns.load(Ordering::Relaxed)),
         }
     }
 
@@ -845,6 +956,21 @@ impl Plugin {
         )
     }
 
+    /// Queues a synthetic session event (`connected`) on the plugin's session lane, as if the
+    /// session had changed state (for benchmarks of the runtime itself). False if the plugin no
+    /// longer takes events.
+    #[doc(hidden)]
+    pub fn inject_session(&self, seq: u64) -> bool {
+        self.shared.send(
+            LaneKind::Session,
+            GuestEvent::Session(wit::SessionEvent {
+                state: wit::SessionState::Connected,
+                session_id: 0,
+                seq,
+            }),
+        )
+    }
+
     /// Stops the plugin: no more events reach it; its watches are dropped.
     pub fn unload(self) {}
 }
@@ -866,6 +992,7 @@ impl Drop for Plugin {
         for path in s.armed.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             s.client.prune_watches(&path);
         }
+        s.send_unload();
     }
 }
 
@@ -1250,6 +1377,8 @@ async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<LaneMsg>, _tr
                         .call_on_completion(&mut inst.store, &ctx, &c)
                         .await
                 }
+                // Handled above: an unloaded plugin is not alive.
+                GuestEvent::Unload => Ok(()),
             }
         };
         let failure = match within(started, shared.policy.wall_limit, call).await {
@@ -1349,9 +1478,10 @@ fn describe_trap(e: &wasmtime::Error) -> String {
 
 /// Builds an instance in a fresh Store and runs `init(config)` on it.
 async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
+    let began = Instant::now();
     let (generation, pre) = {
         let g = shared.pre.lock().unwrap_or_else(|p| p.into_inner());
-        (g.0, g.1.clone())
+        (g.0, g.1.pre.clone())
     };
     let mut wasi = WasiCtx::builder();
     wasi.stdout(GuestOutput {
@@ -1417,7 +1547,12 @@ async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
             .map_err(|_| "instantiation exceeded the wall-clock limit".to_string())?
             .map_err(|e| describe_trap(&e))?;
     shared.instantiations.fetch_add(1, Ordering::Relaxed);
-    store.data_mut().start_call(Instant::now());
+    let built = Instant::now();
+    shared.build_ns.fetch_add(
+        built.duration_since(began).as_nanos() as u64,
+        Ordering::Relaxed,
+    );
+    store.data_mut().start_call(built);
     let init = tokio::time::timeout(
         shared.policy.wall_limit,
         bindings.call_init(&mut store, &shared.config),
@@ -1425,6 +1560,9 @@ async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
     .await
     .map_err(|_| "init exceeded the wall-clock limit".to_string())?
     .map_err(|e| describe_trap(&e))?;
+    shared
+        .init_ns
+        .fetch_add(built.elapsed().as_nanos() as u64, Ordering::Relaxed);
     if let Err(msg) = init {
         return Err(format!("init refused its configuration: {msg}"));
     }
