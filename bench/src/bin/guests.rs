@@ -388,6 +388,25 @@ async fn main() -> anyhow::Result<()> {
     }
     drop(spinner);
 
+    // An idle host: every plugin loaded, nothing happening. What the process burns in one
+    // second (the session's pings and the epoch ticker, if it ticks when no guest runs).
+    std::thread::sleep(Duration::from_millis(500));
+    let c = process_cpu();
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = process_cpu() - c;
+    println!(
+        "{{\"bench\":\"idle_host_cpu\",\"plugins\":{},\"cpu_ms_per_s\":{:.2}}}",
+        loaded.len(),
+        idle.as_secs_f64() * 1e3
+    );
+    rows.push((
+        format!(
+            "process CPU in one idle second, {} plugins loaded",
+            loaded.len()
+        ),
+        format!("{:.2} ms", idle.as_secs_f64() * 1e3),
+    ));
+
     eprintln!("\n| measurement | result |\n|---|---|");
     for (k, v) in rows {
         eprintln!("| {k} | {v} |");

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -421,6 +421,8 @@ pub(crate) struct HostInner {
     accepting: AtomicBool,
     /// Events handed to guest lanes and not yet handled.
     in_flight: AtomicU64,
+    /// The epoch ticker, which runs only while guest code may be running.
+    ticker: Arc<Ticker>,
     /// Counts what must be gone once the host has stopped: this struct, the guest runtime's
     /// threads, the epoch ticker, the forwarding lanes' threads, guest lane tasks, instances.
     tracker: Tracker,
@@ -432,13 +434,13 @@ pub(crate) struct HostInner {
 /// last handle stops them; the tasks they ran, and the instances inside those, are dropped.
 struct Running {
     rt: Option<tokio::runtime::Runtime>,
-    stop_ticker: Arc<AtomicBool>,
+    ticker: Arc<Ticker>,
     forward: Lanes,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
+        self.ticker.stop();
         self.forward.stop();
         // The last handle may be dropped inside an async context: never block there.
         if let Some(rt) = self.rt.take() {
@@ -527,25 +529,23 @@ impl PluginHost {
         .map_err(|e| PluginError::Engine(e.to_string()))?;
 
         let tracker = Tracker::default();
-        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = Arc::new(Ticker::default());
         {
             let engine = engine.clone();
-            let stop = stop.clone();
+            let t = ticker.clone();
             let tick = cfg.epoch_tick;
             let tracked = tracker.enter();
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name("wazoo-epoch".into())
                 .spawn(move || {
                     let _tracked = tracked;
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(tick);
-                        engine.increment_epoch();
-                    }
+                    t.run(tick, || engine.increment_epoch());
                 })
                 .map_err(|e| PluginError::Engine(e.to_string()))?;
+            let _ = ticker.thread.set(thread.thread().clone());
         }
         // Stops the ticker if anything below fails.
-        let stop_on_error = StopOnDrop(stop.clone());
+        let stop_on_error = StopOnDrop(ticker.clone());
         let (t_start, t_stop) = (tracker.clone(), tracker.clone());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(
@@ -574,12 +574,13 @@ impl PluginHost {
                 next_id: AtomicU64::new(1),
                 accepting: AtomicBool::new(true),
                 in_flight: AtomicU64::new(0),
+                ticker: ticker.clone(),
                 _tracked: tracker.enter(),
                 tracker,
             }),
             running: Arc::new(Running {
                 rt: Some(rt),
-                stop_ticker: stop,
+                ticker,
                 forward,
             }),
         })
@@ -996,12 +997,80 @@ impl Drop for Plugin {
     }
 }
 
-/// Sets a flag when dropped (unless forgotten).
-struct StopOnDrop(Arc<AtomicBool>);
+/// Stops the epoch ticker when dropped (unless forgotten).
+struct StopOnDrop(Arc<Ticker>);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.stop();
+    }
+}
+
+/// How long the epoch ticker goes on ticking after the last guest call ended, so that a burst
+/// of events does not wake it for each one.
+const TICK_GRACE: Duration = Duration::from_millis(100);
+
+/// The epoch ticker's controls. Epoch ticks interrupt guests (budgets, yields); with no guest
+/// call or build under way there is nothing to interrupt, so the ticker parks instead of
+/// waking the machine hundreds of times a second.
+#[derive(Default)]
+struct Ticker {
+    stop: AtomicBool,
+    /// Guest calls and instance builds under way.
+    running: AtomicUsize,
+    thread: std::sync::OnceLock<std::thread::Thread>,
+    /// Whether the ticker is parked (for tests).
+    parked: AtomicBool,
+}
+
+impl Ticker {
+    /// Marks guest code as (possibly) running until the guard is dropped.
+    fn enter(&self) -> Ticking<'_> {
+        if self.running.fetch_add(1, Ordering::SeqCst) == 0 {
+            if let Some(t) = self.thread.get() {
+                t.unpark(); // a no-op (an atomic swap) unless it is parked
+            }
+        }
+        Ticking(self)
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// The ticker thread's loop: `tick` apart while guest code runs (and for [`TICK_GRACE`]
+    /// after), parked otherwise. An `enter` racing with the park is not lost: an unpark
+    /// before a park makes the park return at once.
+    fn run(&self, tick: Duration, mut increment: impl FnMut()) {
+        let mut idle_since: Option<Instant> = None;
+        while !self.stop.load(Ordering::SeqCst) {
+            if self.running.load(Ordering::SeqCst) == 0 {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= TICK_GRACE {
+                    self.parked.store(true, Ordering::SeqCst);
+                    std::thread::park();
+                    self.parked.store(false, Ordering::SeqCst);
+                    idle_since = None;
+                    continue;
+                }
+            } else {
+                idle_since = None;
+            }
+            std::thread::sleep(tick);
+            increment();
+        }
+    }
+}
+
+/// See [`Ticker::enter`].
+struct Ticking<'a>(&'a Ticker);
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -1327,6 +1396,8 @@ async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<LaneMsg>, _tr
     let mut slots: HashMap<u64, Slot, BuildHasherDefault<IdHasher>> = HashMap::default();
     while let Some((shared, ev, queued_at)) = rx.recv().await {
         let _done = InFlightGuard(&shared.host);
+        // Builds and calls run guest code: the epoch must tick.
+        let _ticking = shared.host.ticker.enter();
         let stats = &shared.lane_stats[kind.index()];
         if !shared.alive() {
             slots.remove(&shared.id);
@@ -1582,6 +1653,42 @@ pub(crate) fn completion_send(shared: &Arc<Shared>, context: Vec<u8>, c: wit::Co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_epoch_ticks_only_while_guest_code_runs() {
+        let ticker = Arc::new(Ticker::default());
+        let ticks = Arc::new(AtomicU64::new(0));
+        let (t, n) = (ticker.clone(), ticks.clone());
+        let thread = std::thread::spawn(move || {
+            t.run(Duration::from_millis(1), || {
+                n.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        let _ = ticker.thread.set(thread.thread().clone());
+        let wait = |what: &str, cond: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !cond() {
+                assert!(Instant::now() < deadline, "{what}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        wait("an idle ticker parks after its grace period", &|| {
+            ticker.parked.load(Ordering::SeqCst)
+        });
+        let before = ticks.load(Ordering::SeqCst);
+        {
+            let _running = ticker.enter();
+            wait("a guest call wakes the ticker and it ticks", &|| {
+                ticks.load(Ordering::SeqCst) >= before + 5
+            });
+            assert!(!ticker.parked.load(Ordering::SeqCst));
+        }
+        wait("the ticker parks again once the call ended", &|| {
+            ticker.parked.load(Ordering::SeqCst)
+        });
+        ticker.stop();
+        thread.join().unwrap();
+    }
 
     #[test]
     fn a_re_arm_reports_the_existence_changes_it_missed() {
