@@ -1110,17 +1110,18 @@ impl Client {
         mode: AddWatchMode,
         watcher: impl FnMut(WatchedEvent, CallbackInfo) -> bool + Send + 'static,
     ) -> Pending<()> {
-        self.add_watch_owned(path, mode, watcher, Arc::new(AtomicBool::new(true)))
+        self.add_watch_owned(path, mode, watcher, None)
     }
 
-    /// As [`Client::add_watch_with`]; the watcher is withdrawn (and pruned from the server by
-    /// [`Client::prune_watches`]) once `alive` is false.
+    /// As [`Client::add_watch_with`]; the watcher is also withdrawn (and pruned from the
+    /// server by [`Client::prune_watches`]) once `owner` is false. The watcher ending (returning
+    /// false) never clears `owner`, which may own other watchers.
     pub(crate) fn add_watch_owned(
         &self,
         path: &str,
         mode: AddWatchMode,
         mut watcher: impl FnMut(WatchedEvent, CallbackInfo) -> bool + Send + 'static,
-        alive: Arc<AtomicBool>,
+        owner: Option<Arc<AtomicBool>>,
     ) -> Pending<()> {
         let suppress = self.inner.suppress_resync;
         let watcher = move |ev: WatchedEvent, info| {
@@ -1129,7 +1130,8 @@ impl Client {
         let sink = WatchSink::LaneMany {
             lanes: self.lanes.clone(),
             f: Arc::new(std::sync::Mutex::new(watcher)),
-            alive,
+            alive: Arc::new(AtomicBool::new(true)),
+            owner,
         };
         self.pending(self.add_watch_req(path, mode, sink), dec_empty_or_err)
     }

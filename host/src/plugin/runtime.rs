@@ -1134,7 +1134,7 @@ pub(crate) async fn add_persistent(
                     _ => false,
                 }
             },
-            s.watching.clone(),
+            Some(s.watching.clone()),
         )
         .await?;
     // Unloading the plugin prunes it, here and on the server.

@@ -31,11 +31,14 @@ pub(crate) enum WatchSink {
         f: Box<dyn FnOnce(WatchedEvent, CallbackInfo) + Send>,
         alive: Option<Arc<AtomicBool>>,
     },
-    /// A persistent callback on a watch lane, until it returns false.
+    /// A persistent callback on a watch lane, until it returns false (which clears `alive`,
+    /// this watcher's own flag) or its owner goes (`owner`, when set, turns false; an owner
+    /// may hold many watchers, so a watcher that ends never touches it).
     LaneMany {
         lanes: Lanes,
         f: ManyFn,
         alive: Arc<AtomicBool>,
+        owner: Option<Arc<AtomicBool>>,
     },
     /// A sink that already delivered its one event.
     Spent,
@@ -77,17 +80,25 @@ impl WatchSink {
                 *self = WatchSink::Stream(tx);
                 ok
             }
-            WatchSink::LaneMany { lanes, f, alive } => {
-                if !alive.load(Ordering::Relaxed) {
+            WatchSink::LaneMany {
+                lanes,
+                f,
+                alive,
+                owner,
+            } => {
+                let owned = |o: &Option<Arc<AtomicBool>>| {
+                    o.as_ref().is_none_or(|o| o.load(Ordering::Relaxed))
+                };
+                if !alive.load(Ordering::Relaxed) || !owned(&owner) {
                     return false;
                 }
-                let (f2, alive2) = (f.clone(), alive.clone());
+                let (f2, alive2, owner2) = (f.clone(), alive.clone(), owner.clone());
                 lanes.submit(
                     LaneKind::Watch,
                     seq,
                     "watch",
                     Box::new(move |info| {
-                        if alive2.load(Ordering::Relaxed) {
+                        if alive2.load(Ordering::Relaxed) && owned(&owner2) {
                             let keep = (f2.lock().unwrap_or_else(|p| p.into_inner()))(ev, info);
                             if !keep {
                                 alive2.store(false, Ordering::Relaxed);
@@ -95,7 +106,12 @@ impl WatchSink {
                         }
                     }),
                 );
-                *self = WatchSink::LaneMany { lanes, f, alive };
+                *self = WatchSink::LaneMany {
+                    lanes,
+                    f,
+                    alive,
+                    owner,
+                };
                 true
             }
             WatchSink::Spent => false,
@@ -109,7 +125,10 @@ impl WatchSink {
             WatchSink::LaneOnce { alive, .. } => {
                 alive.as_ref().is_some_and(|a| !a.load(Ordering::Relaxed))
             }
-            WatchSink::LaneMany { alive, .. } => !alive.load(Ordering::Relaxed),
+            WatchSink::LaneMany { alive, owner, .. } => {
+                !alive.load(Ordering::Relaxed)
+                    || owner.as_ref().is_some_and(|o| !o.load(Ordering::Relaxed))
+            }
             WatchSink::Spent => true,
         }
     }
