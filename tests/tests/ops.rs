@@ -637,6 +637,10 @@ async fn one_shot_and_persistent_watches_share_a_path() {
     zk.remove_watches("/m", WatcherType::Persistent)
         .await
         .unwrap();
+    // The session arms them again right after the removal; one more round trip on it makes
+    // sure the server has (another session's write in between would go unseen, as it would
+    // for any one-shot watch not yet set).
+    zk.sync("/m").await.unwrap();
     other.set_data("/m", b"3", None).await.unwrap();
     other
         .create("/m/d", b"", CreateMode::Persistent)
