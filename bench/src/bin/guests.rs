@@ -104,7 +104,8 @@ async fn main() -> anyhow::Result<()> {
     let host = PluginHost::new(PluginHostConfig {
         cache_dir: Some(cache.clone()),
         isolation: IsolationMode::PerPlugin,
-        max_instances: (plugins as u32 + 10) * 3,
+        // The `plugins`, the 200 built one at a time, and a few more (noop-0, getter, spin).
+        max_instances: (plugins as u32 + 200 + 10) * 3,
         ..Default::default()
     })?;
     let mut rows = Vec::new();
