@@ -19,7 +19,6 @@
 //! of its own, whose CPU is counted too.
 
 mod config;
-mod cpu;
 mod stats;
 mod window;
 mod workloads;
@@ -31,8 +30,8 @@ use std::sync::OnceLock;
 use anyhow::Context;
 
 use config::{Config, Workload, USAGE};
-use cpu::CpuClock;
 use stats::{table, Report};
+use wazoo_bench::cpu::CpuClock;
 use workloads::Bench;
 
 #[tokio::main(flavor = "current_thread")]

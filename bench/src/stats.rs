@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::cpu::{CpuClock, Sample};
+use wazoo_bench::cpu::{CpuClock, Sample};
 
 /// Accumulates wall-clock and CPU time over the intervals between [`Meter::start`] and
 /// [`Meter::stop`], so a workload can leave unmeasured work (clean-up) out.
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn report_keys_in_order() {
-        let m = Meter::new(crate::cpu::CpuClock::new().unwrap());
+        let m = Meter::new(wazoo_bench::cpu::CpuClock::new().unwrap());
         let r = Report::new("seq_get", 3, &m, vec![3, 1, 2]);
         let line = serde_json::to_string(&r).unwrap();
         let keys: Vec<&str> = line

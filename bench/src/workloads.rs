@@ -25,8 +25,8 @@ use anyhow::{bail, Context};
 use wazoo::{Client, CreateMode, EventType, Op};
 
 use crate::config::Workload;
-use crate::cpu::CpuClock;
 use crate::stats::{nanos_since, Meter, Report};
+use wazoo_bench::cpu::CpuClock;
 
 /// Size of the data of `ROOT/data` and `ROOT/w`, and of every `set_data`.
 pub const PAYLOAD_LEN: usize = 100;

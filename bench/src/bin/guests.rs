@@ -17,6 +17,7 @@
 use std::time::{Duration, Instant};
 
 use wazoo::{Client, IsolationMode, PluginHost, PluginHostConfig, Policy};
+use wazoo_bench::cpu::CpuClock;
 
 fn arg(args: &[String], key: &str) -> Option<String> {
     args.iter()
@@ -35,29 +36,12 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time of the whole process (every thread), from `/proc/self/task/*/schedstat`.
-fn process_cpu() -> Duration {
-    let mut ns = 0u64;
-    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
-        for t in dir.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                ns += s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-    }
-    Duration::from_nanos(ns)
-}
-
-/// Runs `round` (`n` calls), and keeps in `best` its (wall, CPU) µs per call if its wall time
-/// per call is the lowest so far.
-fn best(best: &mut (f64, f64), n: u64, round: impl FnOnce()) {
-    let (t, c) = (Instant::now(), process_cpu());
+/// Runs `round` (`n` calls), and keeps in `best` its (wall, whole-process CPU) µs per call if
+/// its wall time per call is the lowest so far.
+fn best(clock: &CpuClock, best: &mut (f64, f64), n: u64, round: impl FnOnce()) {
+    let (t, c) = (Instant::now(), clock.sample());
     round();
-    let (wall, cpu) = (t.elapsed(), process_cpu() - c);
+    let (wall, cpu) = (t.elapsed(), clock.sample().since(&c));
     let r = (
         wall.as_secs_f64() * 1e6 / n as f64,
         cpu.as_secs_f64() * 1e6 / n as f64,
@@ -82,6 +66,7 @@ fn wait_calls(p: &wazoo::Plugin, n: u64) {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    let clock = CpuClock::new()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let hosts = args
         .first()
@@ -174,13 +159,13 @@ async fn main() -> anyhow::Result<()> {
     let (mut best_native, mut best_guest) = ((f64::MAX, f64::MAX), (f64::MAX, f64::MAX));
     let mut done = 1;
     for _ in 0..3 {
-        best(&mut best_native, n, || {
+        best(&clock, &mut best_native, n, || {
             for _ in 0..n {
                 native.run(wazoo::LaneKind::Watch, |_| {});
             }
             assert!(native.drain(Duration::from_secs(120)));
         });
-        best(&mut best_guest, n, || {
+        best(&clock, &mut best_guest, n, || {
             for i in 0..n {
                 first.inject_watch("/x", done + i);
             }
@@ -392,9 +377,9 @@ async fn main() -> anyhow::Result<()> {
     // An idle host: every plugin loaded, nothing happening. What the process burns in one
     // second (the session's pings and the epoch ticker, if it ticks when no guest runs).
     std::thread::sleep(Duration::from_millis(500));
-    let c = process_cpu();
+    let c = clock.sample();
     std::thread::sleep(Duration::from_secs(1));
-    let idle = process_cpu() - c;
+    let idle = clock.sample().since(&c);
     println!(
         "{{\"bench\":\"idle_host_cpu\",\"plugins\":{},\"cpu_ms_per_s\":{:.2}}}",
         loaded.len(),

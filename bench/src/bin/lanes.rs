@@ -23,6 +23,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use wazoo::{AddWatchMode, Client, CreateMode, LaneKind, Lanes};
+use wazoo_bench::cpu::CpuClock;
 
 /// CPU time of the calling thread (from inside a lane callback: the lane thread's).
 fn thread_cpu() -> Duration {
@@ -31,23 +32,6 @@ fn thread_cpu() -> Duration {
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .map(Duration::from_nanos)
         .unwrap_or_default()
-}
-
-/// CPU time of the whole process, every thread.
-fn process_cpu() -> Duration {
-    let mut total = 0u64;
-    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
-        for t in dir.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                total += s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-    }
-    Duration::from_nanos(total)
 }
 
 /// The lane thread's CPU time so far, read by a callback on that lane.
@@ -164,7 +148,8 @@ async fn main() -> anyhow::Result<()> {
     let total = rate * secs;
     let period = Duration::from_secs_f64(1.0 / rate as f64);
     let lane_cpu0 = lane_cpu(watcher.lanes(), LaneKind::Watch);
-    let proc_cpu0 = process_cpu();
+    let clock = CpuClock::new()?;
+    let proc_cpu0 = clock.sample();
     let start = Instant::now();
     let mut pending = Vec::new();
     for i in 0..total {
@@ -189,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let wall = start.elapsed();
     let lane_busy = lane_cpu(watcher.lanes(), LaneKind::Watch).saturating_sub(lane_cpu0);
-    let proc_busy = process_cpu().saturating_sub(proc_cpu0);
+    let proc_busy = clock.sample().since(&proc_cpu0);
     let achieved = total as f64 / wall.as_secs_f64();
     let (p50, p99, p999) = (
         pct(&mut lats, 0.5),

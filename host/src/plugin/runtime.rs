@@ -251,6 +251,12 @@ impl Shared {
         {
             return false;
         }
+        self.enqueue(kind, ev)
+    }
+
+    /// Queues `ev` on the plugin's `kind` lane, counted as queued and in flight until the lane
+    /// has handled it; false if the lane is gone.
+    fn enqueue(self: &Arc<Self>, kind: LaneKind, ev: GuestEvent) -> bool {
         let tx = match kind {
             LaneKind::Session => &self.lanes.session,
             LaneKind::Watch => &self.lanes.watch,
@@ -272,21 +278,8 @@ impl Shared {
     /// shared state, so without this an unloaded plugin's instances (and, per plugin, its lane
     /// tasks) would live as long as the host.
     fn send_unload(self: &Arc<Self>) {
-        for (kind, tx) in [
-            (LaneKind::Session, &self.lanes.session),
-            (LaneKind::Watch, &self.lanes.watch),
-            (LaneKind::Completion, &self.lanes.completion),
-        ] {
-            let stats = &self.lane_stats[kind.index()];
-            stats.queued();
-            self.host.in_flight.fetch_add(1, Ordering::SeqCst);
-            if tx
-                .send((self.clone(), GuestEvent::Unload, Instant::now()))
-                .is_err()
-            {
-                stats.unqueued();
-                self.host.in_flight.fetch_sub(1, Ordering::SeqCst);
-            }
+        for kind in LaneKind::ALL {
+            self.enqueue(kind, GuestEvent::Unload);
         }
     }
 

@@ -955,15 +955,12 @@ impl Actor {
         inflight: &mut VecDeque<InFlight>,
     ) {
         let (data, child) = self.watches.uncovered(path);
-        if data {
-            let mut f = ops::start_frame(op::EXISTS, path.len() + 8);
-            ops::write_path_watch(&mut f, path, true);
-            self.write_internal(f, Reply::Internal, wbuf, inflight);
-        }
-        if child {
-            let mut f = ops::start_frame(op::GET_CHILDREN2, path.len() + 8);
-            ops::write_path_watch(&mut f, path, true);
-            self.write_internal(f, Reply::Internal, wbuf, inflight);
+        for (needed, opcode) in [(data, op::EXISTS), (child, op::GET_CHILDREN2)] {
+            if needed {
+                let mut f = ops::start_frame(opcode, path.len() + 8);
+                ops::write_path_watch(&mut f, path, true);
+                self.write_internal(f, Reply::Internal, wbuf, inflight);
+            }
         }
     }
 

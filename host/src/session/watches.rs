@@ -350,22 +350,26 @@ impl WatchRegistry {
         }
     }
 
+    /// The in-flight counts of persistent watches of `kind` (none for one-shot kinds).
+    fn adding_of(&mut self, kind: WatchKind) -> Option<&mut HashMap<String, u32>> {
+        match kind {
+            WatchKind::Persistent => Some(&mut self.adding),
+            WatchKind::PersistentRecursive => Some(&mut self.adding_recursive),
+            _ => None,
+        }
+    }
+
     /// A persistent watch at `path` was sent; it is registered when its reply comes.
     pub(crate) fn adding(&mut self, kind: WatchKind, path: &str) {
-        let m = match kind {
-            WatchKind::Persistent => &mut self.adding,
-            WatchKind::PersistentRecursive => &mut self.adding_recursive,
-            _ => return,
-        };
-        *m.entry(path.to_string()).or_default() += 1;
+        if let Some(m) = self.adding_of(kind) {
+            *m.entry(path.to_string()).or_default() += 1;
+        }
     }
 
     /// The reply (or the connection's end) came for a persistent watch sent at `path`.
     pub(crate) fn added(&mut self, kind: WatchKind, path: &str) {
-        let m = match kind {
-            WatchKind::Persistent => &mut self.adding,
-            WatchKind::PersistentRecursive => &mut self.adding_recursive,
-            _ => return,
+        let Some(m) = self.adding_of(kind) else {
+            return;
         };
         if let Some(n) = m.get_mut(path) {
             *n -= 1;

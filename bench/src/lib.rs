@@ -1,0 +1,3 @@
+//! What the benchmark programs (`wazoo-bench`, `wazoo-lanes`, `wazoo-guests`) share.
+
+pub mod cpu;
