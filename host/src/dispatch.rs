@@ -344,6 +344,14 @@ impl LaneCounters {
     /// A callback finished: it waited `wait` and ran `ran` (the consumer only).
     #[inline]
     pub(crate) fn done(&self, wait: Duration, ran: Duration, panicked: bool) {
+        self.record(wait, ran, panicked);
+        self.dequeued(1);
+    }
+
+    /// Records a finished callback without taking it off the queue's count: a consumer that
+    /// finishes several in a row counts them off at once with [`LaneCounters::dequeued`].
+    #[inline]
+    pub(crate) fn record(&self, wait: Duration, ran: Duration, panicked: bool) {
         self.wait.record(wait);
         self.callback.record(ran);
         let ns = nanos(ran);
@@ -353,8 +361,13 @@ impl LaneCounters {
         if panicked {
             bump(&self.panics, 1);
         }
-        // Last, so that a drain that sees the queue empty also sees the counts.
-        self.queued.fetch_sub(1, Ordering::Release);
+    }
+
+    /// `n` recorded callbacks leave the queue's count; after their records, so that a drain
+    /// that sees the queue empty also sees the counts.
+    #[inline]
+    pub(crate) fn dequeued(&self, n: u64) {
+        self.queued.fetch_sub(n, Ordering::Release);
     }
 
     pub(crate) fn snapshot(&self) -> LaneMetrics {

@@ -1094,3 +1094,225 @@ async fn plugins_of_one_component_share_its_code() {
     drop(a);
     settles(0, "no plugin is loaded");
 }
+
+// ---- bursts: events queued behind each other, handled in one call into the guest ----
+
+/// Waits until the plugin has handled `n` events (successfully or not).
+async fn await_handled(p: &Plugin, lane: wazoo::LaneKind, n: u64) {
+    let deadline = Instant::now() + WAIT;
+    while p.lane_metrics(lane).dispatched < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} handled {} of {n} events on its {lane:?} lane",
+            p.name(),
+            p.lane_metrics(lane).dispatched
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_runs_in_one_call_in_order_and_a_trap_loses_only_its_event() {
+    let (zk, direct) = client("burst", None).await;
+    let h = host(IsolationMode::PerPlugin);
+    let p = load(
+        &h,
+        &zk,
+        "burst-t",
+        "burst",
+        all(),
+        &[
+            ("sink", "/sink"),
+            ("hold-watch", "/gate"),
+            ("panic-on", "/boom"),
+        ],
+    );
+    // The first event holds the lane until /gate exists; the rest queue behind it.
+    for (seq, path) in ["/first", "/a", "/b", "/boom", "/c", "/d"]
+        .iter()
+        .enumerate()
+    {
+        assert!(p.inject_watch(path, seq as u64));
+    }
+    direct
+        .create("/gate", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let got = await_children(&direct, "/sink", |c| c.len() >= 5).await;
+    assert_eq!(
+        got,
+        [
+            "watch /first",
+            "watch /a",
+            "watch /b",
+            "watch /c",
+            "watch /d"
+        ],
+        "every event but the one that trapped, in order"
+    );
+    await_handled(&p, wazoo::LaneKind::Watch, 6).await;
+    logged(&["burst-t", "burst panic on /boom"]).await;
+    let s = p.stats();
+    // /a, /b and /boom were taken by the call that began with /first; /c began a call on the
+    // rebuilt instance, which took /d.
+    assert_eq!(
+        (s.calls, s.traps, s.taken, s.instantiations, s.restarts),
+        (5, 1, 4, 2, 1),
+        "{s:?}"
+    );
+    let m = p.lane_metrics(wazoo::LaneKind::Watch);
+    assert_eq!((m.dispatched, m.panics, m.queue_depth), (6, 1, 0));
+    assert_eq!(h.queued_events(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_event_of_a_burst_has_its_own_budget_and_wall_clock_limit() {
+    let (zk, direct) = client("burst-limits", None).await;
+    let h = host(IsolationMode::PerPlugin);
+    let (budget, wall) = (Duration::from_millis(150), Duration::from_secs(1));
+    let p = load(
+        &h,
+        &zk,
+        "burst-limits",
+        "burst",
+        Policy {
+            compute_budget: budget,
+            wall_limit: wall,
+            ..all()
+        },
+        // Each event: 100 ms of guest execution, then 600 ms waiting on ZooKeeper.
+        &[("sink", "/sink"), ("spin-ms", "100"), ("dwell-ms", "600")],
+    );
+    let started = Instant::now();
+    for (seq, path) in ["/e1", "/e2", "/e3"].iter().enumerate() {
+        assert!(p.inject_watch(path, seq as u64));
+    }
+    let got = await_children(&direct, "/sink", |c| c.len() >= 3).await;
+    let took = started.elapsed();
+    assert_eq!(got, ["watch /e1", "watch /e2", "watch /e3"]);
+    await_handled(&p, wazoo::LaneKind::Watch, 3).await;
+    let s = p.stats();
+    assert_eq!((s.calls, s.traps, s.taken), (3, 0, 2), "{s:?}");
+    // One call ran past both limits; no event did.
+    assert!(took > wall, "the burst took only {took:?}");
+    assert!(3 * Duration::from_millis(100) > budget);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_queued_behind_each_other_reach_the_guest_in_one_call() {
+    let (zk, direct) = client("burst-completions", None).await;
+    let h = host(IsolationMode::PerPlugin);
+    let p = load(
+        &h,
+        &zk,
+        "burst-c",
+        "burst",
+        all(),
+        &[
+            ("sink", "/sink"),
+            ("fanout", "20"),
+            ("hold-completion", "/gate"),
+        ],
+    );
+    direct
+        .create("/n", b"x", CreateMode::Persistent)
+        .await
+        .unwrap();
+    assert!(p.inject_watch("/n", 0));
+    // The first completion holds its lane: wait until the other 19 are queued behind it.
+    let deadline = Instant::now() + WAIT;
+    while p.lane_metrics(wazoo::LaneKind::Completion).queue_depth < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} completions arrived",
+            p.lane_metrics(wazoo::LaneKind::Completion).queue_depth
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    direct
+        .create("/gate", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let got = await_children(&direct, "/sink", |c| c.len() >= 21).await;
+    let mut want = vec!["watch /n".to_string()];
+    want.extend((0..20).map(|i| format!("completion /n#{i}")));
+    assert_eq!(got, want);
+    await_handled(&p, wazoo::LaneKind::Completion, 20).await;
+    let s = p.stats();
+    assert_eq!((s.calls, s.traps, s.taken), (21, 0, 19), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_on_a_shared_lane_keeps_the_lanes_order_across_plugins() {
+    let (zk, direct) = client("burst-shared", None).await;
+    let h = host(IsolationMode::Shared);
+    let a = load(
+        &h,
+        &zk,
+        "burst-sa",
+        "burst",
+        all(),
+        &[("sink", "/sink"), ("hold-watch", "/gate")],
+    );
+    let b = load(&h, &zk, "burst-sb", "burst", all(), &[("sink", "/sink")]);
+    // One lane for both: A's run of events must stop where B's event comes.
+    assert!(a.inject_watch("/a1", 1));
+    assert!(b.inject_watch("/b1", 2));
+    assert!(a.inject_watch("/a2", 3));
+    assert!(a.inject_watch("/a3", 4));
+    assert!(b.inject_watch("/b2", 5));
+    direct
+        .create("/gate", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let got = await_children(&direct, "/sink", |c| c.len() >= 5).await;
+    assert_eq!(
+        got,
+        [
+            "watch /a1",
+            "watch /b1",
+            "watch /a2",
+            "watch /a3",
+            "watch /b2"
+        ]
+    );
+    await_handled(&a, wazoo::LaneKind::Watch, 3).await;
+    await_handled(&b, wazoo::LaneKind::Watch, 2).await;
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!((sa.calls, sa.taken, sb.calls, sb.taken), (3, 1, 2, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_without_the_lane_interface_gets_one_call_per_event() {
+    let (zk, direct) = client("unbatched", None).await;
+    // It is what components built before `wazoo:plugin/lane` look like: no such import.
+    let bytes = std::fs::read(guest("unbatched")).unwrap();
+    let imports_lane = |b: &[u8]| b.windows(17).any(|w| w == b"wazoo:plugin/lane");
+    assert!(!imports_lane(&bytes));
+    assert!(imports_lane(&std::fs::read(guest("burst")).unwrap()));
+    let h = host(IsolationMode::PerPlugin);
+    let p = load(
+        &h,
+        &zk,
+        "unbatched-t",
+        "unbatched",
+        all(),
+        &[("sink", "/sink"), ("hold", "/gate")],
+    );
+    direct
+        .create("/sink", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    for (seq, path) in ["/x1", "/x2", "/x3"].iter().enumerate() {
+        assert!(p.inject_watch(path, seq as u64));
+    }
+    direct
+        .create("/gate", b"", CreateMode::Persistent)
+        .await
+        .unwrap();
+    let got = await_children(&direct, "/sink", |c| c.len() >= 3).await;
+    assert_eq!(got, ["watch /x1", "watch /x2", "watch /x3"]);
+    await_handled(&p, wazoo::LaneKind::Watch, 3).await;
+    let s = p.stats();
+    assert_eq!((s.calls, s.traps, s.taken), (3, 0, 0), "{s:?}");
+}

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use super::bindings::wazoo::plugin::{log, types as wit, zookeeper};
+use super::bindings::wazoo::plugin::{lane, log, types as wit, zookeeper};
 use super::runtime::{
-    add_persistent, completion_send, watch_once, wit_state, Armed, GuestState, Shared,
+    add_persistent, completion_send, watch_once, wit_state, Armed, GuestEvent, GuestState, Shared,
 };
+use crate::dispatch::LaneKind;
 use crate::error::Error;
 use crate::proto::multi::{Op, OpResult};
 use crate::proto::records::{AddWatchMode, CreateMode, Stat};
@@ -111,6 +112,22 @@ macro_rules! check {
 }
 
 impl wit::Host for GuestState {}
+
+impl lane::Host for GuestState {
+    fn next_watch(&mut self) -> wasmtime::Result<Option<wit::WatchEvent>> {
+        Ok(match self.take_next(LaneKind::Watch) {
+            Some(GuestEvent::Watch(e)) => Some(e),
+            _ => None,
+        })
+    }
+
+    fn next_completion(&mut self) -> wasmtime::Result<Option<(Vec<u8>, wit::Completion)>> {
+        Ok(match self.take_next(LaneKind::Completion) {
+            Some(GuestEvent::Completion(c)) => Some(*c),
+            _ => None,
+        })
+    }
+}
 
 impl log::Host for GuestState {
     async fn log(&mut self, level: wit::LogLevel, message: String) -> wasmtime::Result<()> {

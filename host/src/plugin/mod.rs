@@ -17,10 +17,10 @@
 //!
 //! # Limits
 //!
-//! Memory is capped per instance. The compute budget counts guest execution only: every epoch
-//! tick that finds the guest running wasm costs one tick of budget, and ticks spent awaiting
-//! ZooKeeper inside an import find no wasm running and cost nothing. A separate wall-clock limit
-//! bounds the whole callback. Exhausting either traps the call.
+//! Memory is capped per instance. The compute budget counts guest execution only: time awaiting
+//! ZooKeeper inside an import is never charged, and after each epoch yield the guest is charged
+//! with its thread's CPU clock, so time the OS kept it off the CPU is not charged either. A
+//! separate wall-clock limit bounds the whole callback. Exhausting either traps the call.
 //!
 //! # Failure
 //!
@@ -35,6 +35,13 @@
 //! only push into the guest lanes' channels (they never block), so the stamps and the per-lane
 //! order survive, and per-plugin isolation costs no threads. Each plugin counts its events per
 //! lane ([`Plugin::lane_metrics`]: handled, queued, handler and queueing time histograms).
+//!
+//! A watch or completion handler may take the events queued behind its own for the same plugin
+//! (`wazoo:plugin/lane`, which the guest SDK uses): a burst costs one call into the guest
+//! instead of one per event, the largest part of an empty callback's cost. Each event still
+//! has its own budget, wall-clock limit and statistics; a trap loses only the event being
+//! handled, and the rest stay queued for the rebuilt instance ([`PluginStats::taken`] counts
+//! the events taken this way).
 //!
 //! # Lifetime
 //!
@@ -59,7 +66,12 @@ pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         world: "plugin",
         path: "../wit",
-        imports: { default: async | trappable },
+        imports: {
+            // Taking the next queued event never waits: a plain call, no future per event.
+            "wazoo:plugin/lane.next-watch": trappable,
+            "wazoo:plugin/lane.next-completion": trappable,
+            default: async | trappable,
+        },
         exports: { default: async },
     });
 }

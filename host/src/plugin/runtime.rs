@@ -133,6 +133,10 @@ pub struct PluginStats {
     pub restarts: u64,
     /// Whether the plugin was disabled for crashing too often.
     pub disabled: bool,
+    /// Of the `calls`, events the guest took from its lane's queue while handling an earlier
+    /// one, in the same call into the guest (`wazoo:plugin/lane`; the SDK does this): a burst
+    /// of events costs one call into the guest, not one per event.
+    pub taken: u64,
     /// Time spent building instances (the store, its WASI context, instantiation from the
     /// pre-linked component), over all `instantiations`; `init` not included.
     pub build_time: Duration,
@@ -164,7 +168,9 @@ pub enum Binding {
 pub(crate) enum GuestEvent {
     Session(wit::SessionEvent),
     Watch(wit::WatchEvent),
-    Completion(Vec<u8>, wit::Completion),
+    /// The context bytes and the outcome (boxed: the largest case, and events move through
+    /// the lane's channel by value).
+    Completion(Box<(Vec<u8>, wit::Completion)>),
     /// The plugin was unloaded: the lane drops its instance (sent by `Plugin::drop`, past
     /// the `unloaded` check of [`Shared::send`]).
     Unload,
@@ -173,6 +179,71 @@ pub(crate) enum GuestEvent {
 /// An event for a guest lane, with when it was queued.
 type LaneMsg = (Arc<Shared>, GuestEvent, Instant);
 type LaneTx = mpsc::UnboundedSender<LaneMsg>;
+
+/// A guest lane's queue: its channel, and a message taken from it but not handled yet (one a
+/// handler looked at and left for the lane: another plugin's, an unload, after a reload).
+pub(crate) struct LaneQueue {
+    rx: mpsc::UnboundedReceiver<LaneMsg>,
+    held: Option<LaneMsg>,
+}
+
+impl LaneQueue {
+    async fn next(&mut self) -> Option<LaneMsg> {
+        match self.held.take() {
+            Some(m) => Some(m),
+            None => self.rx.recv().await,
+        }
+    }
+
+    fn try_next(&mut self) -> Option<LaneMsg> {
+        self.held.take().or_else(|| self.rx.try_recv().ok())
+    }
+}
+
+/// What a watch or completion handler may take more events from while it runs
+/// (`wazoo:plugin/lane`): the lane's queue, lent to the instance's Store for the call, and the
+/// event being handled.
+pub(crate) struct Feed {
+    kind: LaneKind,
+    queue: LaneQueue,
+    /// The code generation the instance was built from: a reload ends the run.
+    generation: u64,
+    /// When the event being handled was queued, and when its handling began.
+    queued_at: Instant,
+    started: Instant,
+    /// The event's wall-clock deadline, which the lane's timer reads.
+    deadline: Arc<Deadline>,
+    /// Events of this call handled before the current one (taken over by the next): the lane
+    /// counts them off its queue and the host's in-flight count when the call returns, one
+    /// atomic operation each for the whole run instead of several per event.
+    handled: u64,
+}
+
+/// A wall-clock deadline that the handler's side moves forward as it takes the next event,
+/// and the lane's timer reads (see [`within`]).
+pub(crate) struct Deadline {
+    base: Instant,
+    /// Nanoseconds after `base`.
+    ns: AtomicU64,
+}
+
+impl Deadline {
+    fn new() -> Self {
+        Deadline {
+            base: Instant::now(),
+            ns: AtomicU64::new(0),
+        }
+    }
+
+    fn set(&self, at: Instant) {
+        let ns = at.saturating_duration_since(self.base).as_nanos() as u64;
+        self.ns.store(ns, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Instant {
+        self.base + Duration::from_nanos(self.ns.load(Ordering::Relaxed))
+    }
+}
 
 /// A set of three guest lanes (tasks).
 #[derive(Clone)]
@@ -229,6 +300,8 @@ pub(crate) struct Shared {
     pub traps: AtomicU64,
     pub instantiations: AtomicU64,
     pub restarts: AtomicU64,
+    /// Events a running handler took from its lane's queue (see [`PluginStats::taken`]).
+    pub taken: AtomicU64,
     /// Nanoseconds spent building instances, and in their `init` (see [`PluginStats`]).
     pub build_ns: AtomicU64,
     pub init_ns: AtomicU64,
@@ -330,6 +403,8 @@ pub(crate) struct GuestState {
     resume_cpu: Arc<AtomicU64>,
     /// The most a wall-measured segment is charged: one epoch tick (see [`GuestState::close_segment`]).
     tick_ns: u64,
+    /// While a watch or completion handler runs: the lane's queue (see [`GuestState::take_next`]).
+    feed: Option<Feed>,
 }
 
 impl GuestState {
@@ -366,6 +441,42 @@ impl GuestState {
     /// Guest execution charged to this call so far.
     fn guest_time(&self) -> Duration {
         Duration::from_nanos(self.charged_ns)
+    }
+
+    /// The running handler takes the next event queued for its plugin on its lane
+    /// (`wazoo:plugin/lane`), if one is queued now and may run in this call: the plugin's own,
+    /// of the handler's kind, the plugin still alive and not reloaded. Anything else stays
+    /// queued for the lane, in order. The event handled so far counts as handled, and the
+    /// compute budget and the wall-clock limit start anew for the one taken.
+    pub(crate) fn take_next(&mut self, kind: LaneKind) -> Option<GuestEvent> {
+        let feed = self.feed.as_mut().filter(|f| f.kind == kind)?;
+        let msg = feed.queue.try_next()?;
+        let fits = Arc::ptr_eq(&msg.0, &self.shared)
+            && matches!(
+                (kind, &msg.1),
+                (LaneKind::Watch, GuestEvent::Watch(_))
+                    | (LaneKind::Completion, GuestEvent::Completion(..))
+            )
+            && self.shared.alive()
+            && self.shared.generation.load(Ordering::Acquire) == feed.generation;
+        if !fits {
+            feed.queue.held = Some(msg);
+            return None;
+        }
+        let (_, ev, queued_at) = msg;
+        let now = Instant::now();
+        let s = &self.shared;
+        s.lane_stats[kind.index()].record(
+            feed.started.saturating_duration_since(feed.queued_at),
+            now.saturating_duration_since(feed.started),
+            false,
+        );
+        feed.handled += 1;
+        feed.queued_at = queued_at;
+        feed.started = now;
+        feed.deadline.set(now + s.policy.wall_limit);
+        self.start_call(now);
+        Some(ev)
     }
 }
 
@@ -687,6 +798,7 @@ impl PluginHost {
             traps: AtomicU64::new(0),
             instantiations: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
             build_ns: AtomicU64::new(0),
             init_ns: AtomicU64::new(0),
             lane_stats: Default::default(),
@@ -846,6 +958,7 @@ impl Plugin {
             traps: self.shared.traps.load(Ordering::Relaxed),
             instantiations: self.shared.instantiations.load(Ordering::Relaxed),
             restarts: self.shared.restarts.load(Ordering::Relaxed),
+            taken: self.shared.taken.load(Ordering::Relaxed),
             disabled: self.shared.disabled.load(Ordering::Relaxed),
             build_time: Duration::from_nanos(self.shared.build_ns.load(Ordering::Relaxed)),
             init_time: Duration::from_nanos(self.shared.init_ns.load(Ordering::Relaxed)),
@@ -1385,9 +1498,30 @@ struct Slot {
 /// A guest lane: runs events one at a time, building instances lazily and rebuilding them
 /// after a trap. Counts each event in its plugin's lane statistics: the wait from being queued
 /// to the handler's call (instance building and backoff included), and the call itself.
-async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<LaneMsg>, _tracked: Tracked) {
+///
+/// A watch or completion handler is lent the lane's queue for its call, so that it may take
+/// the events queued behind its own (see [`GuestState::take_next`]); the call ends with the
+/// last event it took, which is the one this loop then accounts for.
+async fn lane_task(kind: LaneKind, rx: mpsc::UnboundedReceiver<LaneMsg>, _tracked: Tracked) {
     let mut slots: HashMap<u64, Slot, BuildHasherDefault<IdHasher>> = HashMap::default();
-    while let Some((shared, ev, queued_at)) = rx.recv().await {
+    let deadline = Arc::new(Deadline::new());
+    let now = Instant::now();
+    let mut feed = Some(Feed {
+        kind,
+        queue: LaneQueue { rx, held: None },
+        generation: 0,
+        queued_at: now,
+        started: now,
+        deadline: deadline.clone(),
+        handled: 0,
+    });
+    loop {
+        let queue = &mut feed.as_mut().expect("returned by every call").queue;
+        let Some((shared, ev, queued_at)) = queue.next().await else {
+            break;
+        };
+        // Counts the event handled at the end of the iteration; with a handler that took
+        // more events, the last of them (each earlier one was counted as it was taken).
         let _done = InFlightGuard(&shared.host);
         // Builds and calls run guest code: the epoch must tick.
         let _ticking = shared.host.ticker.enter();
@@ -1430,22 +1564,40 @@ async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<LaneMsg>, _tr
         }
         let inst = slot.instance.as_mut().expect("built above");
         let started = Instant::now();
+        deadline.set(started + shared.policy.wall_limit);
+        let mut lent = feed.take().expect("returned by every call");
+        lent.generation = inst.generation;
+        lent.queued_at = queued_at;
+        lent.started = started;
+        inst.store.data_mut().feed = Some(lent);
         inst.store.data_mut().start_call(started);
         inst.store.set_epoch_deadline(1);
         let call = async {
             match ev {
                 GuestEvent::Session(e) => inst.bindings.call_on_session(&mut inst.store, e).await,
                 GuestEvent::Watch(e) => inst.bindings.call_on_watch(&mut inst.store, &e).await,
-                GuestEvent::Completion(ctx, c) => {
+                GuestEvent::Completion(c) => {
                     inst.bindings
-                        .call_on_completion(&mut inst.store, &ctx, &c)
+                        .call_on_completion(&mut inst.store, &c.0, &c.1)
                         .await
                 }
                 // Handled above: an unloaded plugin is not alive.
                 GuestEvent::Unload => Ok(()),
             }
         };
-        let failure = match within(started, shared.policy.wall_limit, call).await {
+        let result = within(&deadline, call).await;
+        // The Store outlives a trap or a cancelled call: the queue comes back either way.
+        let mut lent = inst.store.data_mut().feed.take().expect("lent above");
+        let (queued_at, started) = (lent.queued_at, lent.started);
+        let handled = std::mem::take(&mut lent.handled);
+        feed = Some(lent);
+        if handled > 0 {
+            stats.dequeued(handled);
+            shared.calls.fetch_add(handled, Ordering::Relaxed);
+            shared.taken.fetch_add(handled, Ordering::Relaxed);
+            shared.host.in_flight.fetch_sub(handled, Ordering::SeqCst);
+        }
+        let failure = match result {
             Ok(Ok(())) => None,
             Ok(Err(trap)) => Some(format!(
                 "{kind:?} handler trapped: {}",
@@ -1476,19 +1628,27 @@ async fn lane_task(kind: LaneKind, mut rx: mpsc::UnboundedReceiver<LaneMsg>, _tr
     }
 }
 
-/// Runs `call` with a wall-clock limit counted from `started`. Most handlers finish in their
-/// first poll (nothing to await): those never touch the timer wheel, which was a sizeable part
-/// of an empty callback's cost.
+/// Runs `call` until the wall-clock `deadline`, which may move forward meanwhile (a handler
+/// that takes the next event moves it). Most handlers finish in their first poll (nothing to
+/// await): those never touch the timer wheel, which was a sizeable part of an empty
+/// callback's cost.
 async fn within<F: Future>(
-    started: Instant,
-    limit: Duration,
+    deadline: &Deadline,
     call: F,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
     let mut call = std::pin::pin!(call);
     let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
-    match first {
-        Poll::Ready(out) => Ok(out),
-        Poll::Pending => tokio::time::timeout_at((started + limit).into(), call).await,
+    if let Poll::Ready(out) = first {
+        return Ok(out);
+    }
+    loop {
+        let at = deadline.get();
+        match tokio::time::timeout_at(at.into(), call.as_mut()).await {
+            Ok(out) => return Ok(out),
+            // Unless the handler moved on to another event meanwhile, its limit is spent.
+            Err(elapsed) if deadline.get() <= at => return Err(elapsed),
+            Err(_) => {}
+        }
     }
 }
 
@@ -1575,6 +1735,7 @@ async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
         seg_wall: Instant::now(),
         resume_cpu: Arc::new(AtomicU64::new(0)),
         tick_ns: shared.host.cfg.epoch_tick.as_nanos() as u64,
+        feed: None,
     };
     let mut store = Store::new(&shared.host.engine, state);
     store.limiter(|s| &mut s.limits);
@@ -1640,7 +1801,10 @@ async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
 
 /// Lets import implementations reach the plugin's lanes and counters.
 pub(crate) fn completion_send(shared: &Arc<Shared>, context: Vec<u8>, c: wit::Completion) {
-    shared.send(LaneKind::Completion, GuestEvent::Completion(context, c));
+    shared.send(
+        LaneKind::Completion,
+        GuestEvent::Completion(Box::new((context, c))),
+    );
 }
 
 #[cfg(test)]
