@@ -87,6 +87,10 @@ async fn main() -> anyhow::Result<()> {
     let wasm =
         arg(&args, "wasm").unwrap_or_else(|| "target/wasm/wasm32-wasip2/release/noop.wasm".into());
     let bytes = std::fs::read(&wasm)?;
+    let fresh: u32 = arg(&args, "fresh")
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(200);
     let only = arg(&args, "only");
     let want = |section: &str| {
         only.as_deref()
@@ -98,8 +102,9 @@ async fn main() -> anyhow::Result<()> {
     let host = PluginHost::new(PluginHostConfig {
         cache_dir: Some(cache.clone()),
         isolation: IsolationMode::PerPlugin,
-        // The `plugins`, the 200 built one at a time, and a few more (noop-0, getter, spin).
-        max_instances: (plugins as u32 + 200 + 10) * 3,
+        // The `plugins`, the `fresh` ones built one at a time, and a few more (noop-0, getter,
+        // spin).
+        max_instances: (plugins as u32 + fresh + 10) * 3,
         ..Default::default()
     })?;
     let mut rows = Vec::new();
@@ -328,28 +333,59 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     if want("build") {
-        // Instance build alone (store, WASI context, instantiation from the pre-linked component),
-        // apart from init: 200 more plugins, each built by its first event, one at a time (when
-        // builds run concurrently, each one's wall time includes the others').
-        let serial = 200u64;
-        let (mut build, mut init) = (Duration::ZERO, Duration::ZERO);
+        // Instance build alone (store, WASI context, instantiation from the pre-linked
+        // component), apart from init: `fresh` more plugins, each built by its first event, one
+        // at a time (when builds run concurrently, each one's wall time includes the others').
+        // Each lands in a pool slot never used before, and grows the process's memory (the
+        // earlier ones stay loaded). Median and mean over the plugins.
+        let serial = u64::from(fresh);
+        let (mut builds, mut inits) = (Vec::new(), Vec::new());
         let mut extra = Vec::new();
         for i in 0..serial {
             let p = host.load(&zk, &format!("noop-s{i}"), &bytes, policy.clone(), vec![])?;
             p.inject_watch("/x", 0);
             wait_calls(&p, 1);
             let s = p.stats();
-            build += s.build_time;
-            init += s.init_time;
+            builds.push(s.build_time.as_secs_f64() * 1e6);
+            inits.push(s.init_time.as_secs_f64() * 1e6);
             extra.push(p);
         }
         drop(extra);
-        let build_us = build.as_secs_f64() * 1e6 / serial as f64;
-        let init_us = init.as_secs_f64() * 1e6 / serial as f64;
-        println!("{{\"bench\":\"instance_build\",\"instances\":{serial},\"build_us\":{build_us:.1},\"init_us\":{init_us:.1}}}");
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], v.iter().sum::<f64>() / v.len() as f64)
+        };
+        let ((build_med, build_mean), (init_med, init_mean)) = (med(&mut builds), med(&mut inits));
+        println!("{{\"bench\":\"instance_build\",\"instances\":{serial},\"build_us_median\":{build_med:.1},\"build_us_mean\":{build_mean:.1},\"init_us_median\":{init_med:.1},\"init_us_mean\":{init_mean:.1}}}");
         rows.push((
-            format!("instance build alone / init alone, one at a time, averaged over {serial}"),
-            format!("{build_us:.1} us / {init_us:.1} us"),
+            format!("first build of a plugin's instance (a fresh pool slot) / its init, one at a time, over {serial}: median (mean)"),
+            format!("{build_med:.1} ({build_mean:.1}) us / {init_med:.1} ({init_mean:.1}) us"),
+        ));
+        // A rebuild, as after a trap: the instance is dropped and the next one built in the
+        // pool slot it left. Five rounds; the best and the median round.
+        let rebuilds = arg(&args, "rebuilds")
+            .map(|v| v.parse())
+            .transpose()?
+            .unwrap_or(1000usize);
+        first
+            .rebuild_instances(100)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let mut rounds = Vec::new();
+        for _ in 0..5 {
+            let (t, ti) = first
+                .rebuild_instances(rebuilds)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let per = |d: Duration| d.as_secs_f64() * 1e6 / rebuilds as f64;
+            rounds.push((per(t), per(ti)));
+        }
+        rounds.sort_by(|a, b| (a.0 + a.1).total_cmp(&(b.0 + b.1)));
+        let ((best_b, best_i), (med_b, med_i)) = (rounds[0], rounds[2]);
+        println!("{{\"bench\":\"instance_rebuild\",\"instances\":{rebuilds},\"build_us\":{best_b:.1},\"init_us\":{best_i:.1},\"median_round_build_us\":{med_b:.1},\"median_round_init_us\":{med_i:.1}}}");
+        rows.push((
+            format!("rebuild of an instance in the slot its predecessor left / its init, 5 x {rebuilds}: best (median) round"),
+            format!("{best_b:.1} ({med_b:.1}) us / {best_i:.1} ({med_i:.1}) us"),
         ));
     }
     if want("spin") {

@@ -18,9 +18,12 @@
 //! * `fanout`: each watch event issues this many `zk::get_async(<path>)` calls with contexts
 //!   `<path>#0`, `<path>#1`, ...
 //!
-//! Each handled watch event logs `burst watch <path>`, each completion `burst completion
-//! <context>`.
+//! Each handled watch event logs `burst #<n> watch <path>`, each completion `burst completion
+//! <context>`; `n` counts the instance's watch events in a static (in the instance's linear
+//! memory, not re-initialised by `init`), so a rebuilt instance that starts again at 1 shows
+//! that it did not inherit its predecessor's memory.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wazoo_guest::{config, info, warn, zk, Completion, CreateMode, Plugin, WatchEvent, ZkError};
@@ -96,7 +99,9 @@ impl Plugin for Burst {
                 warn!("get_async {}: {}", ev.path, e.describe());
             }
         }
-        info!("burst watch {}", ev.path);
+        static HANDLED: AtomicU64 = AtomicU64::new(0);
+        let n = HANDLED.fetch_add(1, Ordering::Relaxed) + 1;
+        info!("burst #{n} watch {}", ev.path);
         self.record(&format!("watch {}", ev.path));
     }
 
