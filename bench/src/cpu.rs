@@ -55,6 +55,22 @@ impl Sample {
         };
         Duration::from_nanos(ns)
     }
+
+    /// CPU time spent between `earlier` and this sample by each thread name (threads of one
+    /// name summed), for threads alive now; empty where per-thread times are not available.
+    pub fn by_name(&self, earlier: &Sample) -> std::collections::BTreeMap<String, Duration> {
+        let mut out = std::collections::BTreeMap::new();
+        if let (Sample::Threads(now), Sample::Threads(then)) = (self, earlier) {
+            for (tid, ns) in now {
+                let name = fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_else(|_| tid.to_string());
+                let spent = ns.saturating_sub(then.get(tid).copied().unwrap_or(0));
+                *out.entry(name).or_insert(Duration::ZERO) += Duration::from_nanos(spent);
+            }
+        }
+        out
+    }
 }
 
 /// Reads the process's CPU time from the best source this kernel offers.

@@ -1,8 +1,10 @@
 //! Guest-runtime benchmark:
-//! `wazoo-guests HOST:PORT [n=200000] [plugins=1000] [gets=5000] [wasm=PATH] [only=SECTIONS]`.
+//! `wazoo-guests HOST:PORT [n=200000] [plugins=1000] [gets=2000] [wasm=PATH] [only=SECTIONS]`.
 //!
 //! `only` (comma-separated: `dispatch`, `get`, `rss`, `build`, `spin`, `idle`) runs just those
-//! sections after the loads and the first event, e.g. to profile one of them.
+//! sections after the loads and the first event, e.g. to profile one of them; `threads=1`
+//! prints each get round's CPU by thread; `fresh` (200) and `rebuilds` (1000) size the build
+//! section.
 //!
 //! With the `noop` test guest (every handler empty; `scripts/build-guests.sh` builds it):
 //! 1. `load_cold` / `load_warm`: loading one plugin with an empty compilation cache, then 1000
@@ -11,10 +13,13 @@
 //!    allocator) and runs `init`, then the call;
 //! 3. `dispatch`: empty on-watch calls through one guest lane, events injected as fast as one
 //!    producer can (`Plugin::inject_watch`), until all have run;
-//! 4. `get_round_trip`: `gets` (default 5000) sequential gets of a 100-byte node, natively
-//!    (awaited on the client) and from the `getter` guest's on-watch (one get per injected
-//!    event, the lane running them one after another): what a guest adds to a round trip;
-//! 5. `rss_per_instance`: resident memory per idle instance, over `plugins` instances.
+//! 4. `get_round_trip`: rounds of `gets` sequential gets of a 100-byte node, natively (awaited
+//!    on the client, each timed) and from the `getter` guest's on-watch (one get per injected
+//!    event, each timed by the guest itself), alternating: what a guest adds to a round trip;
+//! 5. `rss_per_instance`: resident memory per idle instance, over `plugins` instances;
+//! 6. `instance_build` / `instance_rebuild`: first builds in fresh pool slots, and rebuilds in
+//!    the slot the previous instance left;
+//! 7. `session_while_guest_spins`, `idle_host_cpu`.
 //!
 //! Prints one JSON object per line and a table on stderr.
 
@@ -55,6 +60,20 @@ fn best(clock: &CpuClock, best: &mut (f64, f64), n: u64, round: impl FnOnce()) {
     }
 }
 
+/// Prints one round's CPU per get by thread name (`threads=1`), e.g. to see what a guest's
+/// round trip costs on which thread.
+fn print_by_thread(side: &str, spent: &std::collections::BTreeMap<String, Duration>, gets: u64) {
+    let parts: Vec<String> = spent
+        .iter()
+        .filter(|(_, d)| !d.is_zero())
+        .map(|(name, d)| format!("{name} {:.1}", d.as_secs_f64() * 1e6 / gets as f64))
+        .collect();
+    eprintln!(
+        "{side} round, CPU us per get by thread: {}",
+        parts.join(", ")
+    );
+}
+
 fn wait_calls(p: &wazoo::Plugin, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while p.stats().calls < n {
@@ -63,8 +82,9 @@ fn wait_calls(p: &wazoo::Plugin, n: u64) {
             "only {} of {n} calls ran",
             p.stats().calls
         );
-        // Sleep, not spin: the process's CPU per call is measured while this waits.
-        std::thread::sleep(Duration::from_micros(200));
+        // Sleep, not spin: the process's CPU per call is measured while this waits; and not
+        // often, so that this thread does not compete with the ones measured.
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -251,12 +271,19 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     if want("get") {
-        // A get's round trip through a guest against the same native call on the same client.
+        // A get's round trip through a guest against the same native call on the same client,
+        // as each side sees it: native gets timed one by one where they are awaited (the
+        // bench's runtime), the guest's timed by the `getter` guest itself around `zk::get`
+        // (WASI monotonic clock), which writes its percentiles into a report node. Rounds of
+        // `gets` alternate, six each; the medians of the rounds' percentiles are reported.
+        // Also the wall time per event through the guest lane (event, call, get, return).
         let gets: u64 = arg(&args, "gets")
             .map(|v| v.parse())
             .transpose()?
-            .unwrap_or(5000);
+            .unwrap_or(2000);
+        let by_thread = arg(&args, "threads").is_some_and(|v| v == "1");
         let node = "/bench-guest-get";
+        let report = "/bench-guest-get-report";
         match zk
             .create(node, &[b'x'; 100], wazoo::CreateMode::Persistent)
             .await
@@ -264,50 +291,115 @@ async fn main() -> anyhow::Result<()> {
             Ok(_) | Err(wazoo::Error::NodeExists) => {}
             Err(e) => return Err(e.into()),
         }
-        for _ in 0..100 {
-            zk.get_data(node).await?;
-        }
-        let t = Instant::now();
-        for _ in 0..gets {
-            zk.get_data(node).await?;
-        }
-        let native_us = t.elapsed().as_secs_f64() * 1e6 / gets as f64;
         let getter_wasm = std::path::Path::new(&wasm).with_file_name("getter.wasm");
         let getter = host.load(
             &zk,
             "getter",
             &std::fs::read(&getter_wasm)?,
             Policy {
-                read: vec![node.to_string()],
+                read: vec![node.to_string(), report.to_string()],
+                write: vec![report.to_string()],
                 ..policy.clone()
             },
-            vec![],
+            vec![("report".into(), report.into())],
         )?;
-        for i in 0..100 {
-            getter.inject_watch(node, i);
+        let mut seq = 0;
+        let mut guest_round = |n: u64| {
+            let before = getter.stats().calls;
+            for _ in 0..n {
+                seq += 1;
+                getter.inject_watch(node, seq);
+            }
+            seq += 1;
+            getter.inject_watch(report, seq);
+            wait_calls(&getter, before + n + 1);
+        };
+        // Warm up both sides.
+        for _ in 0..200 {
+            zk.get_data(node).await?;
         }
-        wait_calls(&getter, 100);
-        let t = Instant::now();
-        for i in 0..gets {
-            getter.inject_watch(node, 100 + i);
+        guest_round(200);
+        let pct = |v: &mut Vec<f64>, q: f64| {
+            v.sort_by(f64::total_cmp);
+            v[((v.len() - 1) as f64 * q) as usize]
+        };
+        let (mut native_p50, mut native_p90, mut guest_p50, mut guest_p90) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut native_mean, mut guest_event) = (Vec::new(), Vec::new());
+        let (mut native_cpu, mut guest_cpu) = (Vec::new(), Vec::new());
+        let per_get = |d: Duration| d.as_secs_f64() * 1e6 / gets as f64;
+        for _ in 0..6 {
+            let mut lat = Vec::with_capacity(gets as usize);
+            let c = clock.sample();
+            for _ in 0..gets {
+                let t = Instant::now();
+                zk.get_data(node).await?;
+                lat.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            let end = clock.sample();
+            native_cpu.push(per_get(end.since(&c)));
+            if by_thread {
+                print_by_thread("native", &end.by_name(&c), gets);
+            }
+            native_mean.push(lat.iter().sum::<f64>() / lat.len() as f64);
+            native_p50.push(pct(&mut lat, 0.5));
+            native_p90.push(pct(&mut lat, 0.9));
+            let (t, c) = (Instant::now(), clock.sample());
+            guest_round(gets);
+            let end = clock.sample();
+            guest_cpu.push(per_get(end.since(&c)));
+            if by_thread {
+                print_by_thread("guest", &end.by_name(&c), gets);
+            }
+            guest_event.push(t.elapsed().as_secs_f64() * 1e6 / (gets + 1) as f64);
+            let (data, _) = zk.get_data(report).await?;
+            let f: Vec<f64> = String::from_utf8_lossy(&data)
+                .split(' ')
+                .map(|x| x.parse::<f64>().unwrap_or(f64::NAN) / 1e3)
+                .collect();
+            anyhow::ensure!(
+                f.len() == 6 && f[0] * 1e3 == gets as f64,
+                "bad report {f:?}"
+            );
+            guest_p50.push(f[2]);
+            guest_p90.push(f[3]);
         }
-        wait_calls(&getter, 100 + gets);
-        let guest_us = t.elapsed().as_secs_f64() * 1e6 / gets as f64;
         assert_eq!(getter.stats().traps, 0, "the getter guest trapped");
+        let (n50, n90, g50, g90) = (
+            pct(&mut native_p50, 0.5),
+            pct(&mut native_p90, 0.5),
+            pct(&mut guest_p50, 0.5),
+            pct(&mut guest_p90, 0.5),
+        );
+        let (nmean, gev) = (pct(&mut native_mean, 0.5), pct(&mut guest_event, 0.5));
+        let (ncpu, gcpu) = (pct(&mut native_cpu, 0.5), pct(&mut guest_cpu, 0.5));
         println!(
-        "{{\"bench\":\"get_round_trip\",\"n\":{gets},\"native_us\":{native_us:.1},\"guest_us\":{guest_us:.1},\"extra_us\":{:.1}}}",
-        guest_us - native_us
-    );
+            "{{\"bench\":\"get_round_trip\",\"n\":{gets},\"native_p50_us\":{n50:.1},\"native_p90_us\":{n90:.1},\"guest_p50_us\":{g50:.1},\"guest_p90_us\":{g90:.1},\"extra_p50_us\":{:.1},\"native_mean_us\":{nmean:.1},\"guest_event_us\":{gev:.1},\"native_cpu_us\":{ncpu:.1},\"guest_cpu_us\":{gcpu:.1}}}",
+            g50 - n50
+        );
         rows.push((
-            "sequential get, native (await on the client)".into(),
-            format!("{native_us:.1} us"),
+            "sequential get, native (awaited on the client): p50 / p90, mean".into(),
+            format!("{n50:.1} / {n90:.1} us, {nmean:.1} us"),
         ));
         rows.push((
-            "sequential get from a guest's on-watch (event + import + reply)".into(),
-            format!("{guest_us:.1} us ({:+.1} us)", guest_us - native_us),
+            "sequential get from a guest's on-watch, as the guest times it: p50 / p90".into(),
+            format!(
+                "{g50:.1} / {g90:.1} us ({:+.1} / {:+.1} us)",
+                g50 - n50,
+                g90 - n90
+            ),
+        ));
+        rows.push((
+            "process CPU per get: native / through the guest (event, call, get)".into(),
+            format!("{ncpu:.1} / {gcpu:.1} us ({:+.1} us)", gcpu - ncpu),
+        ));
+        rows.push((
+            "the same, wall time per event through the guest lane (event + call + get)".into(),
+            format!("{gev:.1} us ({:+.1} us over the native mean)", gev - nmean),
         ));
         drop(getter);
         let _ = zk.delete(node, None).await;
+        let _ = zk.delete(report, None).await;
     }
     if want("rss") {
         // Resident memory per idle instance.
@@ -415,6 +507,12 @@ async fn main() -> anyhow::Result<()> {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
+        // Another tenant, whose watch lane shares the spinner's thread: its watch events are
+        // queued at 1 kHz too (its instance built first).
+        let tenant = host.load(&zk, "noop-tenant", &bytes, policy.clone(), vec![])?;
+        let watch = |p: &wazoo::Plugin| p.lane_metrics(wazoo::LaneKind::Watch);
+        tenant.inject_watch("/x", 0);
+        wait_calls(&tenant, 1);
         spinner.inject_watch("/spin", 1);
         // Let the spin start (its instance is built on the first watch event).
         std::thread::sleep(Duration::from_millis(100));
@@ -426,8 +524,9 @@ async fn main() -> anyhow::Result<()> {
                 std::thread::sleep(d);
             }
             spinner.inject_session(2 + i);
+            tenant.inject_watch("/x", 1 + i);
         }
-        while session(&spinner).dispatched < 1 + events {
+        while session(&spinner).dispatched < 1 + events || watch(&tenant).dispatched < 1 + events {
             assert!(
                 Instant::now() < deadline + Duration::from_secs(10),
                 "session events were lost"
@@ -451,6 +550,22 @@ async fn main() -> anyhow::Result<()> {
             "p50 <= {p50} us, p99 <= {p99} us, p99.9 <= {p999} us (spin still running at the end: {still_spinning})"
         ),
     ));
+        let m = watch(&tenant);
+        let bound = |q: f64| {
+            m.wait
+                .quantile_bound(q)
+                .map_or("unbounded".to_string(), |d| format!("{}", d.as_micros()))
+        };
+        let (p50, p99, p999) = (bound(0.5), bound(0.99), bound(0.999));
+        println!(
+            "{{\"bench\":\"tenant_watch_while_guest_spins\",\"events\":{events},\"wait_p50_us_le\":\"{p50}\",\"wait_p99_us_le\":\"{p99}\",\"wait_p999_us_le\":\"{p999}\"}}"
+        );
+        rows.push((
+            "another plugin's watch lane while the guest spins on its own (1 kHz, queued to start)"
+                .into(),
+            format!("p50 <= {p50} us, p99 <= {p99} us, p99.9 <= {p999} us"),
+        ));
+        drop(tenant);
         let deadline = Instant::now() + Duration::from_secs(30);
         while spinner.stats().traps == 0 {
             assert!(

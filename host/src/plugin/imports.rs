@@ -98,7 +98,7 @@ macro_rules! timed {
     ($self:ident, $fut:expr) => {{
         $self.close_segment();
         let r = $fut.await;
-        $self.open_segment();
+        $self.resume_after_wait();
         r
     }};
 }

@@ -233,12 +233,17 @@ pub(crate) struct Feed {
     handled: u64,
 }
 
-/// A wall-clock deadline that the handler's side moves forward as it takes the next event,
-/// and the lane's timer reads (see [`within`]).
+/// A lane's wall-clock deadline: the handler's side moves it forward as it takes the next
+/// event; while a call awaits, the epoch ticker watches it and wakes the lane once it has
+/// passed (see [`within`]).
 pub(crate) struct Deadline {
     base: Instant,
     /// Nanoseconds after `base`.
     ns: AtomicU64,
+    /// Set by the ticker when it saw the deadline pass.
+    passed: AtomicBool,
+    /// The lane's waker while its call awaits.
+    waker: Mutex<Option<std::task::Waker>>,
 }
 
 impl Deadline {
@@ -246,7 +251,14 @@ impl Deadline {
         Deadline {
             base: Instant::now(),
             ns: AtomicU64::new(0),
+            passed: AtomicBool::new(false),
+            waker: Mutex::new(None),
         }
+    }
+
+    /// Whether the deadline has passed (as of now).
+    fn expired(&self) -> bool {
+        Instant::now() >= self.get()
     }
 
     fn set(&self, at: Instant) {
@@ -268,10 +280,12 @@ pub(crate) struct GuestLanes {
 }
 
 impl GuestLanes {
-    fn spawn(rt: &tokio::runtime::Handle, tracker: &Tracker) -> GuestLanes {
+    fn spawn(threads: &GuestThreadHandles, tracker: &Tracker) -> GuestLanes {
         let mk = |kind: LaneKind| {
             let (tx, rx) = mpsc::unbounded_channel();
-            rt.spawn(lane_task(kind, rx, tracker.enter()));
+            threads
+                .lane(kind)
+                .spawn(lane_task(kind, rx, tracker.enter()));
             tx
         };
         GuestLanes {
@@ -279,6 +293,59 @@ impl GuestLanes {
             watch: mk(LaneKind::Watch),
             completion: mk(LaneKind::Completion),
         }
+    }
+}
+
+/// The threads guest code runs on: one per lane kind, each with a single-threaded runtime on
+/// which every guest lane of that kind is a task, and one for the host's own tasks (re-arming
+/// watches, adding bindings again).
+///
+/// Why not one work-stealing runtime for all: each wake-up from outside it (an event from the
+/// session, a ZooKeeper reply) woke two of its workers, the second to go on searching for work;
+/// on a two-core machine that added 15-30 us to a guest's ZooKeeper round trip. One thread per
+/// kind keeps Kazoo's guarantee as the three lanes had it: a guest spinning in a watch handler
+/// holds only watch lanes, and only for one epoch tick at a time (a quarter tick while any
+/// guest spins, see [`Ticker`]), never session or completion lanes.
+struct GuestThreads {
+    handles: GuestThreadHandles,
+    /// Dropping these stops the threads (and drops their tasks, and the instances in those).
+    _stops: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl GuestThreads {
+    fn start(tracker: &Tracker) -> std::io::Result<GuestThreads> {
+        let mut handles = Vec::new();
+        let mut stops = Vec::new();
+        for name in [
+            "wazoo-guest-session",
+            "wazoo-guest-watch",
+            "wazoo-guest-completion",
+            "wazoo-guest-tasks",
+        ] {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()?;
+            handles.push(rt.handle().clone());
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let tracked = tracker.enter();
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    let _tracked = tracked;
+                    rt.block_on(async {
+                        let _ = stopped.await;
+                    });
+                    // Its tasks, and the instances they hold, go before the thread counts as
+                    // gone.
+                    drop(rt);
+                })?;
+            stops.push(stop);
+        }
+        let handles = handles.try_into().expect("four runtimes");
+        Ok(GuestThreads {
+            handles: GuestThreadHandles(handles),
+            _stops: stops,
+        })
     }
 }
 
@@ -419,6 +486,17 @@ pub(crate) struct GuestState {
     tick_ns: u64,
     /// While a watch or completion handler runs: the lane's queue (see [`GuestState::take_next`]).
     feed: Option<Feed>,
+    /// The guest resumed after waiting on ZooKeeper and has not met an epoch check since.
+    waited: bool,
+    /// Whether the running call counts as spinning (see [`Ticker::spinning`]): its event has
+    /// been charged a whole tick of guest execution. Until [`GuestState::end_call`].
+    spinning: bool,
+}
+
+impl Drop for GuestState {
+    fn drop(&mut self) {
+        self.end_call();
+    }
 }
 
 impl GuestState {
@@ -427,29 +505,61 @@ impl GuestState {
         self.charged_ns = 0;
         self.seg_wall = now;
         self.resume_cpu.store(0, Ordering::Relaxed);
+        self.waited = false;
     }
 
     /// Charges the segment of guest execution that ends now (at an epoch tick, or as the guest
     /// calls an import that waits on ZooKeeper).
     ///
-    /// The budget counts guest execution only. A segment that began when the guest resumed after
-    /// an epoch yield is measured with the thread's CPU clock, so time the OS keeps the thread
-    /// off the CPU (a loaded machine) is not charged; those are all but the first tick of a
-    /// long computation. The first segment of a call, and one after an import, is measured on
-    /// the wall clock (no system call per callback) and charged at most one epoch tick: the
-    /// epoch interrupts the guest within a tick of running.
+    /// The budget counts guest execution only. A segment that began when the guest resumed
+    /// after an epoch yield or after waiting on ZooKeeper is measured with the thread's CPU
+    /// clock, so time the OS keeps the thread off the CPU (a loaded machine) is not charged.
+    /// The first segment of a call is measured on the wall clock (no system call per callback)
+    /// and charged at most one epoch tick: the epoch interrupts the guest within a tick of
+    /// running.
     pub(crate) fn close_segment(&mut self) {
-        let c0 = self.resume_cpu.swap(0, Ordering::Relaxed);
-        let ns = match (c0, thread_cpu_ns()) {
-            (c0, Some(now)) if c0 != 0 => now.saturating_sub(c0 - 1),
-            _ => (self.seg_wall.elapsed().as_nanos() as u64).min(self.tick_ns),
-        };
+        let ns = self.segment_ns();
+        self.resume_cpu.store(0, Ordering::Relaxed);
         self.charged_ns = self.charged_ns.saturating_add(ns);
     }
 
-    /// A new wall-measured segment begins (the guest runs again after an import).
+    /// What the running segment would be charged if it ended now.
+    fn segment_ns(&self) -> u64 {
+        let c0 = self.resume_cpu.load(Ordering::Relaxed);
+        if c0 != 0 {
+            if let Some(now) = thread_cpu_ns() {
+                return now.saturating_sub(c0 - 1);
+            }
+        }
+        (self.seg_wall.elapsed().as_nanos() as u64).min(self.tick_ns)
+    }
+
+    /// A new wall-measured segment begins.
     pub(crate) fn open_segment(&mut self) {
         self.seg_wall = Instant::now();
+    }
+
+    /// The guest runs again after an import that waited on ZooKeeper: a new segment, measured
+    /// on the thread's CPU clock (a wall-measured one charged every preemption of a loaded
+    /// machine to a guest that waits often), and an epoch tick that passed during the wait
+    /// does not make it yield.
+    pub(crate) fn resume_after_wait(&mut self) {
+        self.open_segment();
+        if let Some(now) = thread_cpu_ns() {
+            self.resume_cpu.store(now + 1, Ordering::Relaxed);
+        }
+        self.waited = true;
+    }
+
+    /// A call into the guest has ended (returned, trapped or was cancelled).
+    fn end_call(&mut self) {
+        if std::mem::take(&mut self.spinning) {
+            self.shared
+                .host
+                .ticker
+                .spinning
+                .fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Guest execution charged to this call so far.
@@ -530,7 +640,10 @@ pub(crate) struct HostInner {
     /// Components already compiled and linked, by content, while a loaded plugin uses them:
     /// plugins of the same component share its code and its pre-linked instance.
     prepared: Mutex<HashMap<u64, Vec<PreparedEntry>>>,
+    /// Where the host's own tasks run (re-arming watches, adding bindings again).
     handle: tokio::runtime::Handle,
+    /// Where guest lanes run; the stop signals live in [`Running`].
+    threads: GuestThreadHandles,
     shared_lanes: Mutex<Option<GuestLanes>>,
     /// Non-blocking forwarding lanes: the session actor's events reach guest lanes through them.
     pub forward: Lanes,
@@ -551,7 +664,9 @@ pub(crate) struct HostInner {
 /// every [`PluginHost`] and [`Plugin`] handle and by nothing those threads run, so dropping the
 /// last handle stops them; the tasks they ran, and the instances inside those, are dropped.
 struct Running {
-    rt: Option<tokio::runtime::Runtime>,
+    /// Dropped with this: the guest threads stop (never blocking: the last handle may be
+    /// dropped inside an async context).
+    _threads: GuestThreads,
     ticker: Arc<Ticker>,
     forward: Lanes,
 }
@@ -560,11 +675,22 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.ticker.stop();
         self.forward.stop();
-        // The last handle may be dropped inside an async context: never block there.
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
         tracing::debug!("plugin host stopped");
+    }
+}
+
+/// The guest threads' runtime handles, without the power to stop them (see [`GuestThreads`]):
+/// session, watch, completion (by [`LaneKind::index`]), then the host's tasks.
+#[derive(Clone)]
+struct GuestThreadHandles([tokio::runtime::Handle; 4]);
+
+impl GuestThreadHandles {
+    fn lane(&self, kind: LaneKind) -> &tokio::runtime::Handle {
+        &self.0[kind.index()]
+    }
+
+    fn tasks(&self) -> &tokio::runtime::Handle {
+        &self.0[3]
     }
 }
 
@@ -675,20 +801,8 @@ impl PluginHost {
         }
         // Stops the ticker if anything below fails.
         let stop_on_error = StopOnDrop(ticker.clone());
-        let (t_start, t_stop) = (tracker.clone(), tracker.clone());
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2)
-                    .max(2),
-            )
-            .thread_name("wazoo-guest")
-            .on_thread_start(move || t_start.add(1))
-            .on_thread_stop(move || t_stop.add(-1))
-            .enable_all()
-            .build()
-            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        let threads =
+            GuestThreads::start(&tracker).map_err(|e| PluginError::Engine(e.to_string()))?;
         std::mem::forget(stop_on_error);
         let forward = Lanes::tracked("guest-forward", tracker.clone());
         Ok(PluginHost {
@@ -697,7 +811,8 @@ impl PluginHost {
                 linker,
                 cfg,
                 prepared: Mutex::new(HashMap::new()),
-                handle: rt.handle().clone(),
+                handle: threads.handles.tasks().clone(),
+                threads: threads.handles.clone(),
                 shared_lanes: Mutex::new(None),
                 forward: forward.clone(),
                 next_id: AtomicU64::new(1),
@@ -708,7 +823,7 @@ impl PluginHost {
                 tracker,
             }),
             running: Arc::new(Running {
-                rt: Some(rt),
+                _threads: threads,
                 ticker,
                 forward,
             }),
@@ -798,13 +913,13 @@ impl PluginHost {
     ) -> Result<Plugin, PluginError> {
         let pre = self.prepare(name, bytes)?;
         let lanes = match self.inner.cfg.isolation {
-            IsolationMode::PerPlugin => GuestLanes::spawn(&self.inner.handle, &self.inner.tracker),
+            IsolationMode::PerPlugin => GuestLanes::spawn(&self.inner.threads, &self.inner.tracker),
             IsolationMode::Shared => self
                 .inner
                 .shared_lanes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .get_or_insert_with(|| GuestLanes::spawn(&self.inner.handle, &self.inner.tracker))
+                .get_or_insert_with(|| GuestLanes::spawn(&self.inner.threads, &self.inner.tracker))
                 .clone(),
         };
         let shared = Arc::new(Shared {
@@ -1178,6 +1293,15 @@ struct Ticker {
     thread: std::sync::OnceLock<std::thread::Thread>,
     /// Whether the ticker is parked (for tests).
     parked: AtomicBool,
+    /// Calls that have run for a whole tick without returning or waiting (see
+    /// [`GuestState::end_call`]). While there are any, the ticker ticks four times as often:
+    /// a spinning guest yields at every tick, and the lanes that share its thread wait for
+    /// their turn at most that long.
+    spinning: AtomicUsize,
+    /// Deadlines of calls that await (see [`within`]), checked at every tick.
+    watched: Mutex<Vec<Arc<Deadline>>>,
+    /// How many are in `watched`, read without the lock.
+    watching: AtomicUsize,
 }
 
 impl Ticker {
@@ -1189,6 +1313,32 @@ impl Ticker {
             }
         }
         Ticking(self)
+    }
+
+    /// Watches `deadline` until the guard is dropped: once it has passed, the lane is woken.
+    /// Only while a call is under way, so the ticker is ticking.
+    fn watch<'a>(&'a self, deadline: &Arc<Deadline>) -> Watched<'a> {
+        deadline.passed.store(false, Ordering::Relaxed);
+        let mut w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        w.push(deadline.clone());
+        self.watching.store(w.len(), Ordering::Release);
+        Watched(self, deadline.clone())
+    }
+
+    /// Wakes the lanes whose watched deadline has passed.
+    fn check_deadlines(&self) {
+        if self.watching.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        for d in w.iter().filter(|d| now >= d.get()) {
+            d.passed.store(true, Ordering::Release);
+            let waker = d.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
     }
 
     fn stop(&self) {
@@ -1216,9 +1366,29 @@ impl Ticker {
             } else {
                 idle_since = None;
             }
-            std::thread::sleep(tick);
+            if self.spinning.load(Ordering::Relaxed) > 0 {
+                std::thread::sleep(tick / 4);
+            } else {
+                std::thread::sleep(tick);
+            }
             increment();
+            self.check_deadlines();
         }
+    }
+}
+
+/// See [`Ticker::watch`].
+struct Watched<'a>(&'a Ticker, Arc<Deadline>);
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        let mut w = self.0.watched.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = w.iter().position(|d| Arc::ptr_eq(d, &self.1)) {
+            w.swap_remove(i);
+        }
+        self.0.watching.store(w.len(), Ordering::Release);
+        drop(w);
+        *self.1.waker.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
@@ -1636,7 +1806,8 @@ async fn lane_task(kind: LaneKind, rx: mpsc::UnboundedReceiver<LaneMsg>, _tracke
                 GuestEvent::Unload => Ok(()),
             }
         };
-        let result = within(&deadline, call).await;
+        let result = within(&shared.host.ticker, &deadline, call).await;
+        inst.store.data_mut().end_call();
         // The Store outlives a trap or a cancelled call: the queue comes back either way.
         let mut lent = inst.store.data_mut().feed.take().expect("lent above");
         let (queued_at, started) = (lent.queued_at, lent.started);
@@ -1649,12 +1820,12 @@ async fn lane_task(kind: LaneKind, rx: mpsc::UnboundedReceiver<LaneMsg>, _tracke
             shared.host.in_flight.fetch_sub(handled, Ordering::SeqCst);
         }
         let failure = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(trap)) => Some(format!(
+            Some(Ok(())) => None,
+            Some(Err(trap)) => Some(format!(
                 "{kind:?} handler trapped: {}",
                 describe_trap(&trap)
             )),
-            Err(_) => Some(format!(
+            None => Some(format!(
                 "{kind:?} handler exceeded its wall-clock limit of {:?}",
                 shared.policy.wall_limit
             )),
@@ -1680,27 +1851,41 @@ async fn lane_task(kind: LaneKind, rx: mpsc::UnboundedReceiver<LaneMsg>, _tracke
 }
 
 /// Runs `call` until the wall-clock `deadline`, which may move forward meanwhile (a handler
-/// that takes the next event moves it). Most handlers finish in their first poll (nothing to
-/// await): those never touch the timer wheel, which was a sizeable part of an empty
-/// callback's cost.
+/// that takes the next event moves it); `None` if the deadline passed first.
+///
+/// Most handlers finish in their first poll (nothing to await): those cost nothing here. A
+/// call that awaits (ZooKeeper, or an epoch yield) is watched by the epoch ticker, which runs
+/// anyway while a call is under way and wakes the lane once the deadline has passed, within a
+/// tick. A tokio timer per call instead woke the runtime's driver thread on each call that
+/// awaited, a sizeable share of what a guest added to a ZooKeeper round trip.
 async fn within<F: Future>(
-    deadline: &Deadline,
+    ticker: &Ticker,
+    deadline: &Arc<Deadline>,
     call: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
+) -> Option<F::Output> {
     let mut call = std::pin::pin!(call);
     let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
     if let Poll::Ready(out) = first {
-        return Ok(out);
+        return Some(out);
     }
-    loop {
-        let at = deadline.get();
-        match tokio::time::timeout_at(at.into(), call.as_mut()).await {
-            Ok(out) => return Ok(out),
-            // Unless the handler moved on to another event meanwhile, its limit is spent.
-            Err(elapsed) if deadline.get() <= at => return Err(elapsed),
-            Err(_) => {}
+    let _watched = ticker.watch(deadline);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = call.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
         }
-    }
+        {
+            let mut w = deadline.waker.lock().unwrap_or_else(|p| p.into_inner());
+            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *w = Some(cx.waker().clone());
+            }
+        }
+        // The ticker may have seen an earlier deadline that the handler has moved since.
+        if deadline.passed.swap(false, Ordering::AcqRel) && deadline.expired() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// A hasher for the lane's slot map, keyed by plugin ids (small, distinct integers): SipHash
@@ -1787,11 +1972,19 @@ async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
         resume_cpu: Arc::new(AtomicU64::new(0)),
         tick_ns: shared.host.cfg.epoch_tick.as_nanos() as u64,
         feed: None,
+        waited: false,
+        spinning: false,
     };
     let mut store = Store::new(&shared.host.engine, state);
     store.limiter(|s| &mut s.limits);
     store.epoch_deadline_callback(|mut ctx| {
         let s = ctx.data_mut();
+        // The tick passed while the guest waited on ZooKeeper and it has only just resumed:
+        // it held the thread for no time, so it need not yield (a yield per reply that crossed
+        // a tick was a visible part of a guest's round trip).
+        if std::mem::take(&mut s.waited) && s.segment_ns() < s.tick_ns / 2 {
+            return Ok(UpdateDeadline::Continue(1));
+        }
         s.close_segment();
         if s.guest_time() >= s.shared.policy.compute_budget {
             return Err(wasmtime::format_err!(
@@ -1801,7 +1994,13 @@ async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
             ));
         }
         // Let other tasks on this thread run; the guest is charged again from the moment it
-        // resumes, in CPU time (where there is no thread clock: from now, on the wall).
+        // resumes, in CPU time (where there is no thread clock: from now, on the wall). A call
+        // charged a whole tick (computing, not waiting on ZooKeeper) makes the ticker tick
+        // faster, so that the lanes sharing its thread get their turns sooner.
+        if !s.spinning && s.charged_ns >= s.tick_ns {
+            s.spinning = true;
+            s.shared.host.ticker.spinning.fetch_add(1, Ordering::Relaxed);
+        }
         s.open_segment();
         let resume = s.resume_cpu.clone();
         Ok(UpdateDeadline::YieldCustom(
@@ -1817,11 +2016,12 @@ async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
     // Instantiation runs wasm (start functions), so the deadline must be set first.
     store.data_mut().start_call(Instant::now());
     store.set_epoch_deadline(1);
-    let bindings =
-        tokio::time::timeout(shared.policy.wall_limit, pre.instantiate_async(&mut store))
-            .await
-            .map_err(|_| "instantiation exceeded the wall-clock limit".to_string())?
-            .map_err(|e| describe_trap(&e))?;
+    let instantiated =
+        tokio::time::timeout(shared.policy.wall_limit, pre.instantiate_async(&mut store)).await;
+    store.data_mut().end_call();
+    let bindings = instantiated
+        .map_err(|_| "instantiation exceeded the wall-clock limit".to_string())?
+        .map_err(|e| describe_trap(&e))?;
     shared.instantiations.fetch_add(1, Ordering::Relaxed);
     let built = Instant::now();
     shared.build_ns.fetch_add(
@@ -1833,9 +2033,11 @@ async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
         shared.policy.wall_limit,
         bindings.call_init(&mut store, &shared.config),
     )
-    .await
-    .map_err(|_| "init exceeded the wall-clock limit".to_string())?
-    .map_err(|e| describe_trap(&e))?;
+    .await;
+    store.data_mut().end_call();
+    let init = init
+        .map_err(|_| "init exceeded the wall-clock limit".to_string())?
+        .map_err(|e| describe_trap(&e))?;
     shared
         .init_ns
         .fetch_add(built.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -1894,6 +2096,64 @@ mod tests {
         wait("the ticker parks again once the call ended", &|| {
             ticker.parked.load(Ordering::SeqCst)
         });
+        ticker.stop();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn the_epoch_ticks_faster_while_a_call_spins_and_wakes_passed_deadlines() {
+        let ticker = Arc::new(Ticker::default());
+        let ticks = Arc::new(AtomicU64::new(0));
+        let (t, n) = (ticker.clone(), ticks.clone());
+        let thread = std::thread::spawn(move || {
+            t.run(Duration::from_millis(8), || {
+                n.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        let _ = ticker.thread.set(thread.thread().clone());
+        let _running = ticker.enter();
+        let rate = |what: &str| {
+            let (t0, n0) = (Instant::now(), ticks.load(Ordering::SeqCst));
+            std::thread::sleep(Duration::from_millis(400));
+            let per_s = (ticks.load(Ordering::SeqCst) - n0) as f64 / t0.elapsed().as_secs_f64();
+            assert!(per_s > 0.0, "no ticks {what}");
+            per_s
+        };
+        let normal = rate("normally");
+        ticker.spinning.fetch_add(1, Ordering::Relaxed);
+        let fast = rate("while spinning");
+        ticker.spinning.fetch_sub(1, Ordering::Relaxed);
+        // Four times as often in theory; sleeps overshoot, most on a loaded machine.
+        assert!(
+            fast > 2.0 * normal,
+            "{fast:.0}/s while spinning, {normal:.0}/s normally"
+        );
+
+        // A watched deadline that passes wakes its waiter within a few ticks.
+        struct Flag(AtomicBool);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let deadline = Arc::new(Deadline::new());
+        deadline.set(Instant::now() + Duration::from_millis(20));
+        *deadline.waker.lock().unwrap() = Some(std::task::Waker::from(flag.clone()));
+        let watched = ticker.watch(&deadline);
+        let started = Instant::now();
+        while !flag.0.load(Ordering::SeqCst) {
+            assert!(started.elapsed() < Duration::from_secs(10), "never woken");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(deadline.passed.load(Ordering::SeqCst) && deadline.expired());
+        assert!(
+            started.elapsed() >= Duration::from_millis(19),
+            "woken before the deadline"
+        );
+        drop(watched);
+        assert_eq!(ticker.watching.load(Ordering::SeqCst), 0);
+        drop(_running);
         ticker.stop();
         thread.join().unwrap();
     }
