@@ -324,6 +324,11 @@ impl GuestThreads {
         ] {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
+                // Events and replies arrive from other threads, into the runtime's remote
+                // queue; by default it is looked at once every 31 polls, and a spinning guest
+                // yields once per (quarter) tick: the lanes it shares a thread with waited up
+                // to 31 of its turns.
+                .global_queue_interval(1)
                 .build()?;
             handles.push(rt.handle().clone());
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -420,6 +425,11 @@ impl Shared {
         stats.queued();
         self.host.in_flight.fetch_add(1, Ordering::SeqCst);
         if tx.send((self.clone(), ev, Instant::now())).is_ok() {
+            // A guest spinning on that lane's thread yields at its next epoch check instead of
+            // at the next tick (every running guest checks then, and most go on at once).
+            if self.host.ticker.spinning_on[kind.index()].load(Ordering::Relaxed) > 0 {
+                self.host.engine.increment_epoch();
+            }
             true
         } else {
             stats.unqueued();
@@ -488,6 +498,8 @@ pub(crate) struct GuestState {
     feed: Option<Feed>,
     /// The guest resumed after waiting on ZooKeeper and has not met an epoch check since.
     waited: bool,
+    /// The lane this instance serves.
+    lane: LaneKind,
     /// Whether the running call counts as spinning (see [`Ticker::spinning`]): its event has
     /// been charged a whole tick of guest execution. Until [`GuestState::end_call`].
     spinning: bool,
@@ -554,11 +566,7 @@ impl GuestState {
     /// A call into the guest has ended (returned, trapped or was cancelled).
     fn end_call(&mut self) {
         if std::mem::take(&mut self.spinning) {
-            self.shared
-                .host
-                .ticker
-                .spinning
-                .fetch_sub(1, Ordering::Relaxed);
+            self.shared.host.ticker.spun(self.lane, false);
         }
     }
 
@@ -1233,7 +1241,7 @@ impl Plugin {
                 let ns = |a: &AtomicU64| a.load(Ordering::Relaxed);
                 let (build0, init0) = (ns(&shared.build_ns), ns(&shared.init_ns));
                 for _ in 0..n {
-                    drop(build(&shared).await?);
+                    drop(build(&shared, LaneKind::Watch).await?);
                 }
                 Ok((
                     Duration::from_nanos(ns(&shared.build_ns) - build0),
@@ -1298,6 +1306,9 @@ struct Ticker {
     /// a spinning guest yields at every tick, and the lanes that share its thread wait for
     /// their turn at most that long.
     spinning: AtomicUsize,
+    /// The same, per lane kind (by [`LaneKind::index`]): an event queued for a lane whose
+    /// thread a spinning call holds bumps the epoch, so that the call yields at once.
+    spinning_on: [AtomicUsize; 3],
     /// Deadlines of calls that await (see [`within`]), checked at every tick.
     watched: Mutex<Vec<Arc<Deadline>>>,
     /// How many are in `watched`, read without the lock.
@@ -1323,6 +1334,18 @@ impl Ticker {
         w.push(deadline.clone());
         self.watching.store(w.len(), Ordering::Release);
         Watched(self, deadline.clone())
+    }
+
+    /// A call on a `lane` thread starts (`true`) or stops (`false`) counting as spinning.
+    fn spun(&self, lane: LaneKind, on: bool) {
+        let (all, one) = (&self.spinning, &self.spinning_on[lane.index()]);
+        if on {
+            all.fetch_add(1, Ordering::Relaxed);
+            one.fetch_add(1, Ordering::Relaxed);
+        } else {
+            all.fetch_sub(1, Ordering::Relaxed);
+            one.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Wakes the lanes whose watched deadline has passed.
@@ -1765,7 +1788,7 @@ async fn lane_task(kind: LaneKind, rx: mpsc::UnboundedReceiver<LaneMsg>, _tracke
             if let Some(t) = slot.not_before {
                 tokio::time::sleep_until(t.into()).await;
             }
-            match build(&shared).await {
+            match build(&shared, kind).await {
                 Ok(i) => {
                     slot.instance = Some(i);
                     if std::mem::take(&mut slot.crashed) {
@@ -1937,7 +1960,7 @@ fn describe_trap(e: &wasmtime::Error) -> String {
 }
 
 /// Builds an instance in a fresh Store and runs `init(config)` on it.
-async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
+async fn build(shared: &Arc<Shared>, lane: LaneKind) -> Result<Instance, String> {
     let began = Instant::now();
     let (generation, pre) = {
         let g = shared.pre.lock().unwrap_or_else(|p| p.into_inner());
@@ -1973,6 +1996,7 @@ async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
         tick_ns: shared.host.cfg.epoch_tick.as_nanos() as u64,
         feed: None,
         waited: false,
+        lane,
         spinning: false,
     };
     let mut store = Store::new(&shared.host.engine, state);
@@ -1999,7 +2023,7 @@ async fn build(shared: &Arc<Shared>) -> Result<Instance, String> {
         // faster, so that the lanes sharing its thread get their turns sooner.
         if !s.spinning && s.charged_ns >= s.tick_ns {
             s.spinning = true;
-            s.shared.host.ticker.spinning.fetch_add(1, Ordering::Relaxed);
+            s.shared.host.ticker.spun(s.lane, true);
         }
         s.open_segment();
         let resume = s.resume_cpu.clone();
