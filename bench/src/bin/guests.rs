@@ -3,8 +3,8 @@
 //!
 //! `only` (comma-separated: `dispatch`, `get`, `rss`, `build`, `spin`, `idle`) runs just those
 //! sections after the loads and the first event, e.g. to profile one of them; `threads=1`
-//! prints each get round's CPU by thread; `fresh` (200) and `rebuilds` (1000) size the build
-//! section.
+//! prints each get round's CPU by thread, `get_rounds` (6) sets their number; `fresh` (200)
+//! and `rebuilds` (1000) size the build section.
 //!
 //! With the `noop` test guest (every handler empty; `scripts/build-guests.sh` builds it):
 //! 1. `load_cold` / `load_warm`: loading one plugin with an empty compilation cache, then 1000
@@ -275,13 +275,18 @@ async fn main() -> anyhow::Result<()> {
         // as each side sees it: native gets timed one by one where they are awaited (the
         // bench's runtime), the guest's timed by the `getter` guest itself around `zk::get`
         // (WASI monotonic clock), which writes its percentiles into a report node. Rounds of
-        // `gets` alternate, six each; the medians of the rounds' percentiles are reported.
+        // `gets` alternate, `get_rounds` (6) each; the medians of the rounds' percentiles are
+        // reported.
         // Also the wall time per event through the guest lane (event, call, get, return).
         let gets: u64 = arg(&args, "gets")
             .map(|v| v.parse())
             .transpose()?
             .unwrap_or(2000);
         let by_thread = arg(&args, "threads").is_some_and(|v| v == "1");
+        let get_rounds: usize = arg(&args, "get_rounds")
+            .map(|v| v.parse())
+            .transpose()?
+            .unwrap_or(6);
         let node = "/bench-guest-get";
         let report = "/bench-guest-get-report";
         match zk
@@ -328,7 +333,7 @@ async fn main() -> anyhow::Result<()> {
         let (mut native_mean, mut guest_event) = (Vec::new(), Vec::new());
         let (mut native_cpu, mut guest_cpu) = (Vec::new(), Vec::new());
         let per_get = |d: Duration| d.as_secs_f64() * 1e6 / gets as f64;
-        for _ in 0..6 {
+        for _ in 0..get_rounds {
             let mut lat = Vec::with_capacity(gets as usize);
             let c = clock.sample();
             for _ in 0..gets {
