@@ -60,6 +60,16 @@ fn best(clock: &CpuClock, best: &mut (f64, f64), n: u64, round: impl FnOnce()) {
     }
 }
 
+/// The upper bounds (µs) of a lane's queueing-time p50, p99 and p99.9 (power-of-two buckets).
+fn wait_bounds(m: &wazoo::LaneMetrics) -> (String, String, String) {
+    let bound = |q: f64| {
+        m.wait
+            .quantile_bound(q)
+            .map_or("unbounded".to_string(), |d| format!("{}", d.as_micros()))
+    };
+    (bound(0.5), bound(0.99), bound(0.999))
+}
+
 /// Prints one round's CPU per get by thread name (`threads=1`), e.g. to see what a guest's
 /// round trip costs on which thread.
 fn print_by_thread(side: &str, spent: &std::collections::BTreeMap<String, Duration>, gets: u64) {
@@ -539,13 +549,7 @@ async fn main() -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(1));
         }
         let still_spinning = spinner.stats().traps == 0;
-        let m = session(&spinner);
-        let bound = |q: f64| {
-            m.wait
-                .quantile_bound(q)
-                .map_or("unbounded".to_string(), |d| format!("{}", d.as_micros()))
-        };
-        let (p50, p99, p999) = (bound(0.5), bound(0.99), bound(0.999));
+        let (p50, p99, p999) = wait_bounds(&session(&spinner));
         println!(
         "{{\"bench\":\"session_while_guest_spins\",\"events\":{events},\"wait_p50_us_le\":\"{p50}\",\"wait_p99_us_le\":\"{p99}\",\"wait_p999_us_le\":\"{p999}\",\"spin_covered_run\":{still_spinning}}}"
     );
@@ -555,13 +559,7 @@ async fn main() -> anyhow::Result<()> {
             "p50 <= {p50} us, p99 <= {p99} us, p99.9 <= {p999} us (spin still running at the end: {still_spinning})"
         ),
     ));
-        let m = watch(&tenant);
-        let bound = |q: f64| {
-            m.wait
-                .quantile_bound(q)
-                .map_or("unbounded".to_string(), |d| format!("{}", d.as_micros()))
-        };
-        let (p50, p99, p999) = (bound(0.5), bound(0.99), bound(0.999));
+        let (p50, p99, p999) = wait_bounds(&watch(&tenant));
         println!(
             "{{\"bench\":\"tenant_watch_while_guest_spins\",\"events\":{events},\"wait_p50_us_le\":\"{p50}\",\"wait_p99_us_le\":\"{p99}\",\"wait_p999_us_le\":\"{p999}\"}}"
         );
