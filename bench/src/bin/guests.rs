@@ -33,6 +33,17 @@ fn arg(args: &[String], key: &str) -> Option<String> {
         .find_map(|a| a.strip_prefix(&format!("{key}=")).map(str::to_string))
 }
 
+/// The number given as `key=N`, or `default`.
+fn num<T: std::str::FromStr>(args: &[String], key: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    Ok(arg(args, key)
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(default))
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -106,21 +117,12 @@ async fn main() -> anyhow::Result<()> {
         .first()
         .cloned()
         .unwrap_or_else(|| "127.0.0.1:2181".into());
-    let n: u64 = arg(&args, "n")
-        .map(|v| v.parse())
-        .transpose()?
-        .unwrap_or(200_000);
-    let plugins: usize = arg(&args, "plugins")
-        .map(|v| v.parse())
-        .transpose()?
-        .unwrap_or(1000);
+    let n: u64 = num(&args, "n", 200_000)?;
+    let plugins: usize = num(&args, "plugins", 1000)?;
     let wasm =
         arg(&args, "wasm").unwrap_or_else(|| "target/wasm/wasm32-wasip2/release/noop.wasm".into());
     let bytes = std::fs::read(&wasm)?;
-    let fresh: u32 = arg(&args, "fresh")
-        .map(|v| v.parse())
-        .transpose()?
-        .unwrap_or(200);
+    let fresh: u32 = num(&args, "fresh", 200)?;
     let only = arg(&args, "only");
     let want = |section: &str| {
         only.as_deref()
@@ -288,15 +290,9 @@ async fn main() -> anyhow::Result<()> {
         // `gets` alternate, `get_rounds` (6) each; the medians of the rounds' percentiles are
         // reported.
         // Also the wall time per event through the guest lane (event, call, get, return).
-        let gets: u64 = arg(&args, "gets")
-            .map(|v| v.parse())
-            .transpose()?
-            .unwrap_or(2000);
+        let gets: u64 = num(&args, "gets", 2000)?;
         let by_thread = arg(&args, "threads").is_some_and(|v| v == "1");
-        let get_rounds: usize = arg(&args, "get_rounds")
-            .map(|v| v.parse())
-            .transpose()?
-            .unwrap_or(6);
+        let get_rounds: usize = num(&args, "get_rounds", 6)?;
         let node = "/bench-guest-get";
         let report = "/bench-guest-get-report";
         match zk
@@ -470,10 +466,7 @@ async fn main() -> anyhow::Result<()> {
         ));
         // A rebuild, as after a trap: the instance is dropped and the next one built in the
         // pool slot it left. Five rounds; the best and the median round.
-        let rebuilds = arg(&args, "rebuilds")
-            .map(|v| v.parse())
-            .transpose()?
-            .unwrap_or(1000usize);
+        let rebuilds = num(&args, "rebuilds", 1000usize)?;
         first
             .rebuild_instances(100)
             .await

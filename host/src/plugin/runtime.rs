@@ -218,14 +218,13 @@ impl LaneQueue {
 /// (`wazoo:plugin/lane`): the lane's queue, lent to the instance's Store for the call, and the
 /// event being handled.
 pub(crate) struct Feed {
-    kind: LaneKind,
     queue: LaneQueue,
     /// The code generation the instance was built from: a reload ends the run.
     generation: u64,
     /// When the event being handled was queued, and when its handling began.
     queued_at: Instant,
     started: Instant,
-    /// The event's wall-clock deadline, which the lane's timer reads.
+    /// The event's wall-clock deadline, which the ticker watches while the call waits.
     deadline: Arc<Deadline>,
     /// Events of this call handled before the current one (taken over by the next): the lane
     /// counts them off its queue and the host's in-flight count when the call returns, one
@@ -500,7 +499,7 @@ pub(crate) struct GuestState {
     waited: bool,
     /// The lane this instance serves.
     lane: LaneKind,
-    /// Whether the running call counts as spinning (see [`Ticker::spinning`]): its event has
+    /// Whether the running call counts as spinning (see [`Ticker::spinning_on`]): its event has
     /// been charged a whole tick of guest execution. Until [`GuestState::end_call`].
     spinning: bool,
 }
@@ -547,7 +546,7 @@ impl GuestState {
     }
 
     /// A new wall-measured segment begins.
-    pub(crate) fn open_segment(&mut self) {
+    fn open_segment(&mut self) {
         self.seg_wall = Instant::now();
     }
 
@@ -581,7 +580,10 @@ impl GuestState {
     /// queued for the lane, in order. The event handled so far counts as handled, and the
     /// compute budget and the wall-clock limit start anew for the one taken.
     pub(crate) fn take_next(&mut self, kind: LaneKind) -> Option<GuestEvent> {
-        let feed = self.feed.as_mut().filter(|f| f.kind == kind)?;
+        if self.lane != kind {
+            return None;
+        }
+        let feed = self.feed.as_mut()?;
         let msg = feed.queue.try_next()?;
         let fits = Arc::ptr_eq(&msg.0, &self.shared)
             && matches!(
@@ -648,9 +650,8 @@ pub(crate) struct HostInner {
     /// Components already compiled and linked, by content, while a loaded plugin uses them:
     /// plugins of the same component share its code and its pre-linked instance.
     prepared: Mutex<HashMap<u64, Vec<PreparedEntry>>>,
-    /// Where the host's own tasks run (re-arming watches, adding bindings again).
-    handle: tokio::runtime::Handle,
-    /// Where guest lanes run; the stop signals live in [`Running`].
+    /// Where guest lanes and the host's own tasks (re-arming watches, adding bindings again)
+    /// run; the stop signals live in [`Running`].
     threads: GuestThreadHandles,
     shared_lanes: Mutex<Option<GuestLanes>>,
     /// Non-blocking forwarding lanes: the session actor's events reach guest lanes through them.
@@ -819,7 +820,6 @@ impl PluginHost {
                 linker,
                 cfg,
                 prepared: Mutex::new(HashMap::new()),
-                handle: threads.handles.tasks().clone(),
                 threads: threads.handles.clone(),
                 shared_lanes: Mutex::new(None),
                 forward: forward.clone(),
@@ -1235,7 +1235,8 @@ impl Plugin {
         let shared = self.shared.clone();
         self.shared
             .host
-            .handle
+            .threads
+            .tasks()
             .spawn(async move {
                 let _ticking = shared.host.ticker.enter();
                 let ns = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -1302,12 +1303,11 @@ struct Ticker {
     /// Whether the ticker is parked (for tests).
     parked: AtomicBool,
     /// Calls that have run for a whole tick without returning or waiting (see
-    /// [`GuestState::end_call`]). While there are any, the ticker ticks four times as often:
-    /// a spinning guest yields at every tick, and the lanes that share its thread wait for
-    /// their turn at most that long.
-    spinning: AtomicUsize,
-    /// The same, per lane kind (by [`LaneKind::index`]): an event queued for a lane whose
-    /// thread a spinning call holds bumps the epoch, so that the call yields at once.
+    /// [`GuestState::end_call`]), per lane kind (by [`LaneKind::index`]). While there are any,
+    /// the ticker ticks four times as often: a spinning guest yields at every tick, and the
+    /// lanes that share its thread wait for their turn at most that long. An event queued for
+    /// a lane whose thread a spinning call holds bumps the epoch, so that the call yields at
+    /// once.
     spinning_on: [AtomicUsize; 3],
     /// Deadlines of calls that await (see [`within`]), checked at every tick.
     watched: Mutex<Vec<Arc<Deadline>>>,
@@ -1338,14 +1338,19 @@ impl Ticker {
 
     /// A call on a `lane` thread starts (`true`) or stops (`false`) counting as spinning.
     fn spun(&self, lane: LaneKind, on: bool) {
-        let (all, one) = (&self.spinning, &self.spinning_on[lane.index()]);
+        let n = &self.spinning_on[lane.index()];
         if on {
-            all.fetch_add(1, Ordering::Relaxed);
-            one.fetch_add(1, Ordering::Relaxed);
+            n.fetch_add(1, Ordering::Relaxed);
         } else {
-            all.fetch_sub(1, Ordering::Relaxed);
-            one.fetch_sub(1, Ordering::Relaxed);
+            n.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Whether any call spins.
+    fn spinning(&self) -> bool {
+        self.spinning_on
+            .iter()
+            .any(|n| n.load(Ordering::Relaxed) > 0)
     }
 
     /// Wakes the lanes whose watched deadline has passed.
@@ -1353,9 +1358,8 @@ impl Ticker {
         if self.watching.load(Ordering::Acquire) == 0 {
             return;
         }
-        let now = Instant::now();
         let w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
-        for d in w.iter().filter(|d| now >= d.get()) {
+        for d in w.iter().filter(|d| d.expired()) {
             d.passed.store(true, Ordering::Release);
             let waker = d.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(waker) = waker {
@@ -1389,7 +1393,7 @@ impl Ticker {
             } else {
                 idle_since = None;
             }
-            if self.spinning.load(Ordering::Relaxed) > 0 {
+            if self.spinning() {
                 std::thread::sleep(tick / 4);
             } else {
                 std::thread::sleep(tick);
@@ -1500,7 +1504,7 @@ pub(crate) async fn add_persistent(
 /// plugin gets a `resync` event for the path: changes made while no session existed were never
 /// reported, so it should re-read what it depends on.
 fn rebind_persistent(s: Arc<Shared>, path: String, mode: AddWatchMode, seq: u64) {
-    let rt = s.host.handle.clone();
+    let rt = s.host.threads.tasks().clone();
     rt.spawn(async move {
         let mut delay = Duration::from_millis(50);
         while s.loaded() {
@@ -1568,7 +1572,7 @@ pub(crate) async fn arm(s: Arc<Shared>, path: String, kind: Armed) -> crate::Res
             armed.push(path.clone());
         }
     }
-    let rt = s.host.handle.clone();
+    let rt = s.host.threads.tasks().clone();
     rt.spawn(async move {
         while let Some((ev, seq)) = rx.recv().await {
             if !s.loaded() {
@@ -1751,7 +1755,6 @@ async fn lane_task(kind: LaneKind, rx: mpsc::UnboundedReceiver<LaneMsg>, _tracke
     let deadline = Arc::new(Deadline::new());
     let now = Instant::now();
     let mut feed = Some(Feed {
-        kind,
         queue: LaneQueue { rx, held: None },
         generation: 0,
         queued_at: now,
@@ -2144,9 +2147,9 @@ mod tests {
             per_s
         };
         let normal = rate("normally");
-        ticker.spinning.fetch_add(1, Ordering::Relaxed);
+        ticker.spun(LaneKind::Watch, true);
         let fast = rate("while spinning");
-        ticker.spinning.fetch_sub(1, Ordering::Relaxed);
+        ticker.spun(LaneKind::Watch, false);
         // Four times as often in theory; sleeps overshoot, most on a loaded machine.
         assert!(
             fast > 2.0 * normal,
