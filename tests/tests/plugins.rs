@@ -37,6 +37,7 @@ fn init_log() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_ansi(false)
+            .with_thread_names(true)
             .with_writer(|| Capture)
             .try_init();
     });
@@ -1323,4 +1324,44 @@ async fn a_guest_without_the_lane_interface_gets_one_call_per_event() {
     await_handled(&p, wazoo::LaneKind::Watch, 3).await;
     let s = p.stats();
     assert_eq!((s.calls, s.traps, s.taken), (3, 0, 0), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lane_threads_spread_plugins_and_keep_each_lane_on_its_thread() {
+    let (zk, _direct) = client("lane-threads", None).await;
+    let h = PluginHost::new(PluginHostConfig {
+        cache_dir: Some(std::env::temp_dir().join("wazoo-test-cache")),
+        isolation: IsolationMode::PerPlugin,
+        lane_threads: 2,
+        ..Default::default()
+    })
+    .expect("plugin host");
+    // Plugins take the threads of each kind in turn; all of a lane's events run on its thread.
+    let plugins: Vec<Plugin> = (0..3)
+        .map(|i| load(&h, &zk, &format!("spread-{i}"), "burst", all(), &[]))
+        .collect();
+    for round in 0..3 {
+        for p in &plugins {
+            assert!(p.inject_watch(&format!("/r{round}"), round));
+        }
+    }
+    for (i, p) in plugins.iter().enumerate() {
+        await_handled(p, wazoo::LaneKind::Watch, 3).await;
+        let thread = format!("wazoo-guest-watch-{}", i % 2);
+        for round in 0..3 {
+            let line = logged(&[p.name(), &format!("watch /r{round}")]).await;
+            assert!(
+                line.contains(&thread),
+                "{} should run its watch lane on {thread}: {line}",
+                p.name()
+            );
+        }
+    }
+    // Zero threads per kind is refused, with the reason.
+    let e = PluginHost::new(PluginHostConfig {
+        lane_threads: 0,
+        ..Default::default()
+    })
+    .expect_err("no lane threads");
+    assert!(e.to_string().contains("lane_threads"), "{e}");
 }

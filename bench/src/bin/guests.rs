@@ -1,7 +1,7 @@
 //! Guest-runtime benchmark:
 //! `wazoo-guests HOST:PORT [n=200000] [plugins=1000] [gets=2000] [wasm=PATH] [only=SECTIONS]`.
 //!
-//! `only` (comma-separated: `dispatch`, `get`, `rss`, `build`, `spin`, `idle`) runs just those
+//! `only` (comma-separated: `dispatch`, `get`, `rss`, `build`, `spin`, `parallel`, `idle`) runs just those
 //! sections after the loads and the first event, e.g. to profile one of them; `threads=1`
 //! prints each get round's CPU by thread, `get_rounds` (6) sets their number; `fresh` (200)
 //! and `rebuilds` (1000) size the build section.
@@ -19,7 +19,10 @@
 //! 5. `rss_per_instance`: resident memory per idle instance, over `plugins` instances;
 //! 6. `instance_build` / `instance_rebuild`: first builds in fresh pool slots, and rebuilds in
 //!    the slot the previous instance left;
-//! 7. `session_while_guest_spins`, `idle_host_cpu`.
+//! 7. `session_while_guest_spins`;
+//! 8. `parallel_compute`: two plugins' computing callbacks on one and on two threads per lane
+//!    kind (`PluginHostConfig::lane_threads`; `events` (10) each, `work` (50000000) rounds each);
+//! 9. `idle_host_cpu`.
 //!
 //! Prints one JSON object per line and a table on stderr.
 
@@ -571,6 +574,60 @@ async fn main() -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(10));
         }
         drop(spinner);
+    }
+    if want("parallel") {
+        // Guests that compute, on more than one core: two plugins (per-plugin lanes), each
+        // handed `events` watch events that compute `work` rounds of arithmetic each (the
+        // `burst` guest's `work`), on hosts with one and with two threads per lane kind. Wall
+        // time until all are handled; with one thread the two plugins' callbacks take turns
+        // on one core.
+        let burst = std::fs::read(std::path::Path::new(&wasm).with_file_name("burst.wasm"))?;
+        let events: u64 = num(&args, "events", 10)?;
+        let work: u64 = num(&args, "work", 50_000_000)?;
+        let mut walls = Vec::new();
+        for lane_threads in [1usize, 2] {
+            let h = PluginHost::new(PluginHostConfig {
+                isolation: IsolationMode::PerPlugin,
+                max_instances: 20,
+                lane_threads,
+                ..Default::default()
+            })?;
+            let work_s = work.to_string();
+            let ps = (0..2)
+                .map(|i| {
+                    let config = vec![("work".to_string(), work_s.clone())];
+                    h.load(&zk, &format!("compute-{i}"), &burst, policy.clone(), config)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            // Instances built first, so that the timed part is the callbacks alone.
+            for p in &ps {
+                p.inject_watch("/warm", 0);
+            }
+            for p in &ps {
+                wait_calls(p, 1);
+            }
+            let t = Instant::now();
+            for seq in 1..=events {
+                for p in &ps {
+                    p.inject_watch("/x", seq);
+                }
+            }
+            for p in &ps {
+                wait_calls(p, events + 1);
+            }
+            let wall = t.elapsed();
+            println!("{{\"bench\":\"parallel_compute\",\"lane_threads\":{lane_threads},\"plugins\":2,\"events\":{events},\"work\":{work},\"wall_ms\":{:.1}}}", wall.as_secs_f64() * 1e3);
+            walls.push(wall);
+        }
+        rows.push((
+            format!("2 plugins x {events} watch callbacks of {work} rounds of arithmetic, wall: 1 / 2 threads per lane kind"),
+            format!(
+                "{:.0} / {:.0} ms ({:.2}x)",
+                walls[0].as_secs_f64() * 1e3,
+                walls[1].as_secs_f64() * 1e3,
+                walls[0].as_secs_f64() / walls[1].as_secs_f64()
+            ),
+        ));
     }
     if want("idle") {
         // An idle host: every plugin loaded, nothing happening. What the process burns in one

@@ -112,6 +112,14 @@ pub struct PluginHostConfig {
     /// writes (first `init` in a fresh slot 6 us against 17 us at the median, 200 us
     /// mean). Turn it on for components with megabytes of data segments.
     pub copy_on_write_images: bool,
+    /// Threads per lane kind (default 1, at least 1). Each set of three guest lanes (one per
+    /// plugin in [`IsolationMode::PerPlugin`], the one shared set otherwise) lives on one
+    /// thread of each kind, the sets assigned to threads in turn; a lane's callbacks stay in
+    /// order on its thread. With one, every guest's watch callbacks share one core (a spinning
+    /// guest yields to the others at every quarter tick); with more, guests of different
+    /// plugins compute in parallel, as many at a time per kind as there are threads. Shared
+    /// lanes are one set, on one thread of each kind, whatever this says.
+    pub lane_threads: usize,
 }
 
 /// How much of a free pool slot's memory is kept resident for the next instance (see
@@ -130,6 +138,7 @@ impl Default for PluginHostConfig {
             epoch_tick: Duration::from_millis(2),
             max_wasm_stack: 512 << 10,
             copy_on_write_images: false,
+            lane_threads: 1,
         }
     }
 }
@@ -276,14 +285,16 @@ pub(crate) struct GuestLanes {
     session: LaneTx,
     watch: LaneTx,
     completion: LaneTx,
+    /// Which of each kind's threads the three run on (see [`PluginHostConfig::lane_threads`]).
+    thread: usize,
 }
 
 impl GuestLanes {
-    fn spawn(threads: &GuestThreadHandles, tracker: &Tracker) -> GuestLanes {
+    fn spawn(threads: &GuestThreadHandles, thread: usize, tracker: &Tracker) -> GuestLanes {
         let mk = |kind: LaneKind| {
             let (tx, rx) = mpsc::unbounded_channel();
             threads
-                .lane(kind)
+                .lane(kind, thread)
                 .spawn(lane_task(kind, rx, tracker.enter()));
             tx
         };
@@ -291,6 +302,7 @@ impl GuestLanes {
             session: mk(LaneKind::Session),
             watch: mk(LaneKind::Watch),
             completion: mk(LaneKind::Completion),
+            thread,
         }
     }
 }
@@ -312,15 +324,21 @@ struct GuestThreads {
 }
 
 impl GuestThreads {
-    fn start(tracker: &Tracker) -> std::io::Result<GuestThreads> {
+    /// Starts `per_kind` threads for each lane kind and one for the host's tasks.
+    fn start(tracker: &Tracker, per_kind: usize) -> std::io::Result<GuestThreads> {
         let mut handles = Vec::new();
         let mut stops = Vec::new();
-        for name in [
-            "wazoo-guest-session",
-            "wazoo-guest-watch",
-            "wazoo-guest-completion",
-            "wazoo-guest-tasks",
-        ] {
+        let mut names = Vec::new();
+        for kind in ["session", "watch", "completion"] {
+            for i in 0..per_kind {
+                names.push(match per_kind {
+                    1 => format!("wazoo-guest-{kind}"),
+                    _ => format!("wazoo-guest-{kind}-{i}"),
+                });
+            }
+        }
+        names.push("wazoo-guest-tasks".into());
+        for name in names {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 // Events and replies arrive from other threads, into the runtime's remote
@@ -332,22 +350,24 @@ impl GuestThreads {
             handles.push(rt.handle().clone());
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let tracked = tracker.enter();
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || {
-                    let _tracked = tracked;
-                    rt.block_on(async {
-                        let _ = stopped.await;
-                    });
-                    // Its tasks, and the instances they hold, go before the thread counts as
-                    // gone.
-                    drop(rt);
-                })?;
+            std::thread::Builder::new().name(name).spawn(move || {
+                let _tracked = tracked;
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+                // Its tasks, and the instances they hold, go before the thread counts as
+                // gone.
+                drop(rt);
+            })?;
             stops.push(stop);
         }
-        let handles = handles.try_into().expect("four runtimes");
+        let tasks = handles.pop().expect("the tasks' runtime");
         Ok(GuestThreads {
-            handles: GuestThreadHandles(handles),
+            handles: GuestThreadHandles {
+                lanes: handles.into(),
+                per_kind,
+                tasks,
+            },
             _stops: stops,
         })
     }
@@ -402,6 +422,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Which lane thread this plugin's `kind` lane runs on (see [`thread_slot`]).
+    fn thread_slot(&self, kind: LaneKind) -> usize {
+        thread_slot(kind, self.lanes.thread, self.host.threads.per_kind)
+    }
+
     pub(crate) fn send(self: &Arc<Self>, kind: LaneKind, ev: GuestEvent) -> bool {
         if self.unloaded.load(Ordering::Relaxed)
             || self.disabled.load(Ordering::Relaxed)
@@ -426,7 +451,7 @@ impl Shared {
         if tx.send((self.clone(), ev, Instant::now())).is_ok() {
             // A guest spinning on that lane's thread yields at its next epoch check instead of
             // at the next tick (every running guest checks then, and most go on at once).
-            if self.host.ticker.spinning_on[kind.index()].load(Ordering::Relaxed) > 0 {
+            if self.host.ticker.spinning_on[self.thread_slot(kind)].load(Ordering::Relaxed) > 0 {
                 self.host.engine.increment_epoch();
             }
             true
@@ -565,7 +590,10 @@ impl GuestState {
     /// A call into the guest has ended (returned, trapped or was cancelled).
     fn end_call(&mut self) {
         if std::mem::take(&mut self.spinning) {
-            self.shared.host.ticker.spun(self.lane, false);
+            self.shared
+                .host
+                .ticker
+                .spun(self.shared.thread_slot(self.lane), false);
         }
     }
 
@@ -654,6 +682,8 @@ pub(crate) struct HostInner {
     /// run; the stop signals live in [`Running`].
     threads: GuestThreadHandles,
     shared_lanes: Mutex<Option<GuestLanes>>,
+    /// Lane sets spawned in per-plugin mode, which picks each one's thread.
+    next_thread: AtomicUsize,
     /// Non-blocking forwarding lanes: the session actor's events reach guest lanes through them.
     pub forward: Lanes,
     next_id: AtomicU64,
@@ -688,19 +718,29 @@ impl Drop for Running {
     }
 }
 
-/// The guest threads' runtime handles, without the power to stop them (see [`GuestThreads`]):
-/// session, watch, completion (by [`LaneKind::index`]), then the host's tasks.
+/// The guest threads' runtime handles, without the power to stop them (see [`GuestThreads`]).
 #[derive(Clone)]
-struct GuestThreadHandles([tokio::runtime::Handle; 4]);
+struct GuestThreadHandles {
+    /// Session, watch, completion (by [`LaneKind::index`]), `per_kind` of each.
+    lanes: Arc<[tokio::runtime::Handle]>,
+    per_kind: usize,
+    tasks: tokio::runtime::Handle,
+}
 
 impl GuestThreadHandles {
-    fn lane(&self, kind: LaneKind) -> &tokio::runtime::Handle {
-        &self.0[kind.index()]
+    fn lane(&self, kind: LaneKind, thread: usize) -> &tokio::runtime::Handle {
+        &self.lanes[thread_slot(kind, thread, self.per_kind)]
     }
 
     fn tasks(&self) -> &tokio::runtime::Handle {
-        &self.0[3]
+        &self.tasks
     }
+}
+
+/// The index of `kind`'s `thread` among all lane threads (`per_kind` of each kind), as in
+/// [`GuestThreadHandles::lanes`] and [`Ticker::spinning_on`].
+fn thread_slot(kind: LaneKind, thread: usize, per_kind: usize) -> usize {
+    kind.index() * per_kind + thread
 }
 
 /// Watches a [`PluginHost`]'s threads, tasks and instances go away (for tests of the host
@@ -793,7 +833,17 @@ impl PluginHost {
         .map_err(|e| PluginError::Engine(e.to_string()))?;
 
         let tracker = Tracker::default();
-        let ticker = Arc::new(Ticker::default());
+        if cfg.lane_threads == 0 {
+            return Err(PluginError::Engine(
+                "lane_threads must be at least 1 (threads per lane kind)".into(),
+            ));
+        }
+        // Shared lanes are one set: one thread of each kind is all they can use.
+        let per_kind = match cfg.isolation {
+            IsolationMode::Shared => 1,
+            IsolationMode::PerPlugin => cfg.lane_threads,
+        };
+        let ticker = Arc::new(Ticker::new(3 * per_kind));
         {
             let engine = engine.clone();
             let t = ticker.clone();
@@ -810,8 +860,8 @@ impl PluginHost {
         }
         // Stops the ticker if anything below fails.
         let stop_on_error = StopOnDrop(ticker.clone());
-        let threads =
-            GuestThreads::start(&tracker).map_err(|e| PluginError::Engine(e.to_string()))?;
+        let threads = GuestThreads::start(&tracker, per_kind)
+            .map_err(|e| PluginError::Engine(e.to_string()))?;
         std::mem::forget(stop_on_error);
         let forward = Lanes::tracked("guest-forward", tracker.clone());
         Ok(PluginHost {
@@ -822,6 +872,7 @@ impl PluginHost {
                 prepared: Mutex::new(HashMap::new()),
                 threads: threads.handles.clone(),
                 shared_lanes: Mutex::new(None),
+                next_thread: AtomicUsize::new(0),
                 forward: forward.clone(),
                 next_id: AtomicU64::new(1),
                 accepting: AtomicBool::new(true),
@@ -920,14 +971,22 @@ impl PluginHost {
         config: Vec<(String, String)>,
     ) -> Result<Plugin, PluginError> {
         let pre = self.prepare(name, bytes)?;
-        let lanes = match self.inner.cfg.isolation {
-            IsolationMode::PerPlugin => GuestLanes::spawn(&self.inner.threads, &self.inner.tracker),
-            IsolationMode::Shared => self
-                .inner
+        let inner = &self.inner;
+        let lanes = match inner.cfg.isolation {
+            IsolationMode::PerPlugin => {
+                // The plugins' lane sets take the lane threads in turn.
+                let turn = inner.next_thread.fetch_add(1, Ordering::Relaxed);
+                GuestLanes::spawn(
+                    &inner.threads,
+                    turn % inner.threads.per_kind,
+                    &inner.tracker,
+                )
+            }
+            IsolationMode::Shared => inner
                 .shared_lanes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .get_or_insert_with(|| GuestLanes::spawn(&self.inner.threads, &self.inner.tracker))
+                .get_or_insert_with(|| GuestLanes::spawn(&inner.threads, 0, &inner.tracker))
                 .clone(),
         };
         let shared = Arc::new(Shared {
@@ -1294,7 +1353,6 @@ const TICK_GRACE: Duration = Duration::from_millis(100);
 /// The epoch ticker's controls. Epoch ticks interrupt guests (budgets, yields); with no guest
 /// call or build under way there is nothing to interrupt, so the ticker parks instead of
 /// waking the machine hundreds of times a second.
-#[derive(Default)]
 struct Ticker {
     stop: AtomicBool,
     /// Guest calls and instance builds under way.
@@ -1303,12 +1361,12 @@ struct Ticker {
     /// Whether the ticker is parked (for tests).
     parked: AtomicBool,
     /// Calls that have run for a whole tick without returning or waiting (see
-    /// [`GuestState::end_call`]), per lane kind (by [`LaneKind::index`]). While there are any,
+    /// [`GuestState::end_call`]), per lane thread (by [`thread_slot`]). While there are any,
     /// the ticker ticks four times as often: a spinning guest yields at every tick, and the
     /// lanes that share its thread wait for their turn at most that long. An event queued for
     /// a lane whose thread a spinning call holds bumps the epoch, so that the call yields at
     /// once.
-    spinning_on: [AtomicUsize; 3],
+    spinning_on: Box<[AtomicUsize]>,
     /// Deadlines of calls that await (see [`within`]), checked at every tick.
     watched: Mutex<Vec<Arc<Deadline>>>,
     /// How many are in `watched`, read without the lock.
@@ -1336,9 +1394,22 @@ impl Ticker {
         Watched(self, deadline.clone())
     }
 
-    /// A call on a `lane` thread starts (`true`) or stops (`false`) counting as spinning.
-    fn spun(&self, lane: LaneKind, on: bool) {
-        let n = &self.spinning_on[lane.index()];
+    /// A ticker for `lane_threads` lane threads (see [`thread_slot`]).
+    fn new(lane_threads: usize) -> Ticker {
+        Ticker {
+            stop: AtomicBool::new(false),
+            running: AtomicUsize::new(0),
+            thread: std::sync::OnceLock::new(),
+            parked: AtomicBool::new(false),
+            spinning_on: (0..lane_threads).map(|_| AtomicUsize::new(0)).collect(),
+            watched: Mutex::new(Vec::new()),
+            watching: AtomicUsize::new(0),
+        }
+    }
+
+    /// A call on lane thread `slot` starts (`true`) or stops (`false`) counting as spinning.
+    fn spun(&self, slot: usize, on: bool) {
+        let n = &self.spinning_on[slot];
         if on {
             n.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -2026,7 +2097,7 @@ async fn build(shared: &Arc<Shared>, lane: LaneKind) -> Result<Instance, String>
         // faster, so that the lanes sharing its thread get their turns sooner.
         if !s.spinning && s.charged_ns >= s.tick_ns {
             s.spinning = true;
-            s.shared.host.ticker.spun(s.lane, true);
+            s.shared.host.ticker.spun(s.shared.thread_slot(s.lane), true);
         }
         s.open_segment();
         let resume = s.resume_cpu.clone();
@@ -2093,7 +2164,7 @@ mod tests {
 
     #[test]
     fn the_epoch_ticks_only_while_guest_code_runs() {
-        let ticker = Arc::new(Ticker::default());
+        let ticker = Arc::new(Ticker::new(3));
         let ticks = Arc::new(AtomicU64::new(0));
         let (t, n) = (ticker.clone(), ticks.clone());
         let thread = std::thread::spawn(move || {
@@ -2129,7 +2200,7 @@ mod tests {
 
     #[test]
     fn the_epoch_ticks_faster_while_a_call_spins_and_wakes_passed_deadlines() {
-        let ticker = Arc::new(Ticker::default());
+        let ticker = Arc::new(Ticker::new(3));
         let ticks = Arc::new(AtomicU64::new(0));
         let (t, n) = (ticker.clone(), ticks.clone());
         let thread = std::thread::spawn(move || {
@@ -2147,9 +2218,10 @@ mod tests {
             per_s
         };
         let normal = rate("normally");
-        ticker.spun(LaneKind::Watch, true);
+        let watch = thread_slot(LaneKind::Watch, 0, 1);
+        ticker.spun(watch, true);
         let fast = rate("while spinning");
-        ticker.spun(LaneKind::Watch, false);
+        ticker.spun(watch, false);
         // Four times as often in theory; sleeps overshoot, most on a loaded machine.
         assert!(
             fast > 2.0 * normal,

@@ -108,6 +108,8 @@ pub struct HostSettings {
     pub log: LogFormat,
     /// How the native lanes' threads ask to be scheduled.
     pub lanes: wazoo::LaneScheduling,
+    /// Guest threads per lane kind ([`wazoo::PluginHostConfig::lane_threads`]).
+    pub lane_threads: usize,
 }
 
 /// The `[shutdown]` section, validated.
@@ -224,6 +226,7 @@ struct RawHost {
     log: LogFormat,
     lane_nice: Option<i32>,
     lane_slice: Option<String>,
+    lane_threads: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -687,8 +690,19 @@ impl Validator<'_> {
             }
             lanes = lanes.slice(d);
         }
+        let lane_threads = match h.lane_threads {
+            None => wazoo::PluginHostConfig::default().lane_threads,
+            Some(n @ 1..=64) => n as usize,
+            Some(n) => {
+                return Err(self.err(
+                    "host.lane_threads",
+                    format!("{n} threads per lane kind; expected 1 to 64"),
+                ))
+            }
+        };
         Ok(HostSettings {
             lanes,
+            lane_threads,
             isolation: match h.isolation {
                 RawIsolation::Shared => IsolationMode::Shared,
                 RawIsolation::PerPlugin => IsolationMode::PerPlugin,
@@ -953,9 +967,10 @@ mod tests {
         assert_eq!(c.shutdown.close_timeout, ms(10_000), "the default");
         let c = parse(
             Path::new("/nonexistent/c.toml"),
-            "[host]\nlane_nice = -5\nlane_slice = \"200us\"\n",
+            "[host]\nlane_nice = -5\nlane_slice = \"200us\"\nlane_threads = 4\n",
         )
         .unwrap();
+        assert_eq!(c.host.lane_threads, 4);
         assert_eq!(
             c.host.lanes,
             wazoo::LaneScheduling::default()
@@ -964,6 +979,8 @@ mod tests {
         );
         let e = err("[host]\nlane_nice = -30\n");
         assert_eq!(e.key.as_deref(), Some("host.lane_nice"), "{e}");
+        let e = err("[host]\nlane_threads = 0\n");
+        assert_eq!(e.key.as_deref(), Some("host.lane_threads"), "{e}");
         let e = err("[host]\nlane_slice = \"1s\"\n");
         assert_eq!(e.key.as_deref(), Some("host.lane_slice"), "{e}");
     }

@@ -193,6 +193,7 @@ async fn serve_plugins(cfg: &Config, client: &Client, signals: &mut Signals) -> 
     let host = PluginHost::new(PluginHostConfig {
         cache_dir: cfg.host.cache_dir.clone(),
         isolation: cfg.host.isolation,
+        lane_threads: cfg.host.lane_threads,
         max_memory,
         ..Default::default()
     })

@@ -13,6 +13,8 @@
 //!   recorded;
 //! * `spin-ms`: each watch event computes for this long (wall time, by the WASI clock) before it
 //!   is recorded: guest execution, charged to the event's compute budget;
+//! * `work`: each watch event then computes this many rounds of integer arithmetic: a fixed
+//!   amount of guest execution, whatever else shares the CPU (unlike `spin-ms`);
 //! * `dwell-ms`: each watch event waits this long on ZooKeeper (`zk::sync` after `zk::sync`)
 //!   before it is recorded: not charged to the budget, but counted by the wall-clock limit;
 //! * `fanout`: each watch event issues this many `zk::get_async(<path>)` calls with contexts
@@ -34,6 +36,7 @@ struct Burst {
     hold_completion: Option<String>,
     panic_on: Option<String>,
     spin: Duration,
+    work: u64,
     dwell: Duration,
     fanout: u32,
 }
@@ -73,6 +76,7 @@ impl Plugin for Burst {
             hold_completion: path("hold-completion"),
             panic_on: path("panic-on"),
             spin: Duration::from_millis(config::parse_or(config, "spin-ms", 0)?),
+            work: config::parse_or(config, "work", 0)?,
             dwell: Duration::from_millis(config::parse_or(config, "dwell-ms", 0)?),
             fanout: config::parse_or(config, "fanout", 0)?,
         })
@@ -89,6 +93,11 @@ impl Plugin for Burst {
             spins = spins.wrapping_add(1);
             std::hint::black_box(spins);
         }
+        let mut x = ev.seq;
+        for i in 0..self.work {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+        }
+        std::hint::black_box(x);
         let t = Instant::now();
         while t.elapsed() < self.dwell {
             let _ = zk::sync("/");
