@@ -1,6 +1,7 @@
 //! Real wasm guests on the real server: the example plugins do their jobs, the seed's scenario
 //! holds in wasm, and hostile guests are contained while the host and other plugins go on.
 
+use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -1364,4 +1365,79 @@ async fn lane_threads_spread_plugins_and_keep_each_lane_on_its_thread() {
     })
     .expect_err("no lane threads");
     assert!(e.to_string().contains("lane_threads"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compilation_cache_is_named_by_sha256_and_a_damaged_entry_is_recompiled() {
+    let (zk, direct) = client("cache", None).await;
+    let dir = std::env::temp_dir().join(format!("wazoo-cache-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let host_with_cache = || {
+        PluginHost::new(PluginHostConfig {
+            cache_dir: Some(dir.clone()),
+            ..Default::default()
+        })
+        .expect("plugin host")
+    };
+    let wasm = guest("echo");
+    let sum = std::process::Command::new("sha256sum")
+        .arg(&wasm)
+        .output()
+        .expect("sha256sum");
+    let sum = String::from_utf8(sum.stdout).unwrap();
+    let sha = sum.split_whitespace().next().expect("a digest").to_string();
+    let entries = || -> Vec<PathBuf> {
+        std::fs::read_dir(&dir)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
+    let sink = Policy::default().write(["/sink"]);
+    let echo =
+        |h: &PluginHost, name: &str| load(h, &zk, name, "echo", sink.clone(), &[("sink", "/sink")]);
+
+    // Compiled once, cached under the component's SHA-256.
+    let h = host_with_cache();
+    drop(echo(&h, "cache-first"));
+    drop(h);
+    let files = entries();
+    assert_eq!(files.len(), 1, "one artifact: {files:?}");
+    let file = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        file.starts_with(&format!("{sha}-")) && file.ends_with(".cwasm"),
+        "{file} is not named <sha256 of the component>-<engine>.cwasm ({sha})"
+    );
+
+    // A damaged entry is not trusted: the plugin is compiled again, works, and the entry is
+    // replaced.
+    std::fs::write(&files[0], b"not an artifact").unwrap();
+    let h = host_with_cache();
+    let p = echo(&h, "cache-damaged");
+    logged(&["cache-damaged", "cached artifact unusable, recompiling"]).await;
+    p.inject_watch("/after-damage", 1);
+    await_children(&direct, "/sink", |c| {
+        c.iter().any(|s| s.contains("/after-damage"))
+    })
+    .await;
+    assert!(
+        std::fs::metadata(&files[0]).unwrap().len() > 1000,
+        "the damaged entry was rewritten"
+    );
+    drop((p, h));
+
+    // And then used as it is.
+    let before = std::fs::read(&files[0]).unwrap();
+    let h = host_with_cache();
+    drop(echo(&h, "cache-warm"));
+    assert_eq!(
+        count_logged(&["cache-warm", "unusable"]),
+        0,
+        "the rewritten entry loads"
+    );
+    assert_eq!(
+        std::fs::read(&files[0]).unwrap(),
+        before,
+        "not written again"
+    );
+    assert_eq!(entries().len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -93,7 +93,11 @@ pub enum IsolationMode {
 /// Settings of a [`PluginHost`].
 #[derive(Debug, Clone)]
 pub struct PluginHostConfig {
-    /// Where precompiled components are cached (none: compile on every load).
+    /// Where precompiled components are cached (none: compile on every load). An artifact is
+    /// named `<SHA-256 of the component, hex>-<engine>.cwasm`, the second part a hash of the
+    /// engine's settings and wazoo's version: `sha256sum plugin.wasm` finds a plugin's entry.
+    /// Artifacts are native code, loaded with no more checks than wasmtime's header check:
+    /// only the host may be able to write here.
     pub cache_dir: Option<PathBuf>,
     /// How plugins share lanes.
     pub isolation: IsolationMode,
@@ -1097,18 +1101,7 @@ impl PluginHost {
         let Some(dir) = &self.inner.cfg.cache_dir else {
             return Component::new(&self.inner.engine, bytes).map_err(invalid);
         };
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        bytes.hash(&mut h);
-        self.inner
-            .engine
-            .precompile_compatibility_hash()
-            .hash(&mut h);
-        env!("CARGO_PKG_VERSION").hash(&mut h);
-        let mut h2 = std::collections::hash_map::DefaultHasher::new();
-        bytes.len().hash(&mut h2);
-        bytes.iter().rev().take(4096).for_each(|b| b.hash(&mut h2));
-        h.finish().hash(&mut h2);
-        let path = dir.join(format!("{:016x}{:016x}.cwasm", h.finish(), h2.finish()));
+        let path = dir.join(cache_file_name(&self.inner.engine, bytes));
         if path.exists() {
             // SAFETY: the file was written by `precompile_component` of an engine with the same
             // compatibility hash (it is in the key), into a directory this host owns; wasmtime
@@ -1135,6 +1128,25 @@ impl PluginHost {
         // SAFETY: the bytes were produced just now by this engine's `precompile_component`.
         unsafe { Component::deserialize(&self.inner.engine, &compiled) }.map_err(invalid)
     }
+}
+
+/// The compilation cache's name for `component` compiled by `engine` (see
+/// [`PluginHostConfig::cache_dir`]). The content part is a cryptographic hash: with a
+/// non-cryptographic one (as before), whoever may load a plugin could craft a component that
+/// collides with another plugin's and have its code run under that plugin's name and policy.
+fn cache_file_name(engine: &Engine, component: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(component);
+    let mut name = String::with_capacity(64 + 1 + 16 + 6);
+    for b in digest {
+        name.push_str(&format!("{b:02x}"));
+    }
+    // Not adversarial input: the engine's settings and wazoo's version.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    env!("CARGO_PKG_VERSION").hash(&mut h);
+    name.push_str(&format!("-{:016x}.cwasm", h.finish()));
+    name
 }
 
 /// A loaded plugin. Dropping it (or [`Plugin::unload`]) stops its bindings and lanes. It keeps
