@@ -1439,5 +1439,30 @@ async fn the_compilation_cache_is_named_by_sha256_and_a_damaged_entry_is_recompi
         "not written again"
     );
     assert_eq!(entries().len(), 1);
+    drop(h);
+
+    // Hosts compiling the same component at once into an empty cache leave one whole
+    // artifact, and nothing half-written.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let start = std::sync::Barrier::new(4);
+    std::thread::scope(|s| {
+        for i in 0..4 {
+            let (start, host_with_cache, echo) = (&start, &host_with_cache, &echo);
+            s.spawn(move || {
+                let h = host_with_cache();
+                start.wait();
+                drop(echo(&h, &format!("cache-race-{i}")));
+            });
+        }
+    });
+    let files = entries();
+    assert_eq!(
+        files.len(),
+        1,
+        "one artifact, no temporary files: {files:?}"
+    );
+    let h = host_with_cache();
+    drop(echo(&h, "cache-after-race"));
+    assert_eq!(count_logged(&["cache-after-race", "unusable"]), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1119,7 +1119,11 @@ impl PluginHost {
             .precompile_component(bytes)
             .map_err(invalid)?;
         if let Err(e) = std::fs::create_dir_all(dir).and_then(|_| {
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            // A name no other writer uses, in this process (hosts may compile the same
+            // component at once) or another: the artifact appears whole, or not at all.
+            static WRITES: AtomicU64 = AtomicU64::new(0);
+            let n = WRITES.fetch_add(1, Ordering::Relaxed);
+            let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
             std::fs::write(&tmp, &compiled)?;
             std::fs::rename(&tmp, &path)
         }) {
