@@ -1358,6 +1358,19 @@ async fn lane_threads_spread_plugins_and_keep_each_lane_on_its_thread() {
             );
         }
     }
+    // Unloading leaves a gap on its thread: the next plugin goes there, not to the next in
+    // turn (the fourth plugin in turn would take thread 1, which still holds spread-1).
+    let mut plugins = plugins;
+    drop(plugins.remove(2));
+    drop(plugins.remove(0));
+    let gap = load(&h, &zk, "spread-gap", "burst", all(), &[]);
+    assert!(gap.inject_watch("/gap", 0));
+    await_handled(&gap, wazoo::LaneKind::Watch, 1).await;
+    let line = logged(&["spread-gap", "watch /gap"]).await;
+    assert!(
+        line.contains("wazoo-guest-watch-0"),
+        "the plugin loaded after both plugins on thread 0 were unloaded should take it: {line}"
+    );
     // Zero threads per kind is refused, with the reason.
     let e = PluginHost::new(PluginHostConfig {
         lane_threads: 0,

@@ -118,11 +118,12 @@ pub struct PluginHostConfig {
     pub copy_on_write_images: bool,
     /// Threads per lane kind (default 1, at least 1). Each set of three guest lanes (one per
     /// plugin in [`IsolationMode::PerPlugin`], the one shared set otherwise) lives on one
-    /// thread of each kind, the sets assigned to threads in turn; a lane's callbacks stay in
-    /// order on its thread. With one, every guest's watch callbacks share one core (a spinning
-    /// guest yields to the others at every quarter tick); with more, guests of different
-    /// plugins compute in parallel, as many at a time per kind as there are threads. Shared
-    /// lanes are one set, on one thread of each kind, whatever this says.
+    /// thread of each kind, a new plugin's on the thread that holds the fewest loaded plugins'
+    /// lanes (in turn while plugins only come); a lane's callbacks stay in order on its
+    /// thread. With one, every guest's watch callbacks share one core (a spinning guest
+    /// yields to the others at every quarter tick); with more, guests of different plugins
+    /// compute in parallel, as many at a time per kind as there are threads. Shared lanes are
+    /// one set, on one thread of each kind, whatever this says.
     pub lane_threads: usize,
 }
 
@@ -686,8 +687,9 @@ pub(crate) struct HostInner {
     /// run; the stop signals live in [`Running`].
     threads: GuestThreadHandles,
     shared_lanes: Mutex<Option<GuestLanes>>,
-    /// Lane sets spawned in per-plugin mode, which picks each one's thread.
-    next_thread: AtomicUsize,
+    /// Per-plugin mode: how many loaded plugins' lanes each thread of a kind holds (by
+    /// [`GuestLanes::thread`]); a new plugin's go to the least busy.
+    thread_load: Mutex<Vec<usize>>,
     /// Non-blocking forwarding lanes: the session actor's events reach guest lanes through them.
     pub forward: Lanes,
     next_id: AtomicU64,
@@ -876,7 +878,7 @@ impl PluginHost {
                 prepared: Mutex::new(HashMap::new()),
                 threads: threads.handles.clone(),
                 shared_lanes: Mutex::new(None),
-                next_thread: AtomicUsize::new(0),
+                thread_load: Mutex::new(vec![0; threads.handles.per_kind]),
                 forward: forward.clone(),
                 next_id: AtomicU64::new(1),
                 accepting: AtomicBool::new(true),
@@ -978,13 +980,19 @@ impl PluginHost {
         let inner = &self.inner;
         let lanes = match inner.cfg.isolation {
             IsolationMode::PerPlugin => {
-                // The plugins' lane sets take the lane threads in turn.
-                let turn = inner.next_thread.fetch_add(1, Ordering::Relaxed);
-                GuestLanes::spawn(
-                    &inner.threads,
-                    turn % inner.threads.per_kind,
-                    &inner.tracker,
-                )
+                // On the thread that holds the fewest loaded plugins' lanes (the first of
+                // those): in turn while plugins only come, and into the gaps unloads leave.
+                let thread = {
+                    let mut load = inner.thread_load.lock().unwrap_or_else(|p| p.into_inner());
+                    let (thread, _) = load
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|&(i, n)| (*n, i))
+                        .expect("at least one lane thread");
+                    load[thread] += 1;
+                    thread
+                };
+                GuestLanes::spawn(&inner.threads, thread, &inner.tracker)
             }
             IsolationMode::Shared => inner
                 .shared_lanes
@@ -1350,6 +1358,10 @@ impl Drop for Plugin {
             s.client.prune_watches(&path);
         }
         s.send_unload();
+        if s.host.cfg.isolation == IsolationMode::PerPlugin {
+            let mut load = s.host.thread_load.lock().unwrap_or_else(|p| p.into_inner());
+            load[s.lanes.thread] -= 1;
+        }
     }
 }
 
