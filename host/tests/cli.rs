@@ -578,6 +578,29 @@ fn config_errors_name_the_file_the_key_and_the_problem() {
             && err.contains("cannot read the configuration file"),
         "{err}"
     );
+
+    // A compilation cache others may write is refused before ZooKeeper is tried (nothing
+    // listens on port 1: connecting would fail only after its timeout, and say so).
+    use std::os::unix::fs::PermissionsExt;
+    let shared = tmp.0.join("shared-cache");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let file = tmp.file(
+        "shared-cache.toml",
+        &format!(
+            "[zookeeper]\nhosts = \"127.0.0.1:1\"\n[host]\ncache_dir = \"{}\"\n",
+            shared.display()
+        ),
+    );
+    let (code, out, err) = cli("127.0.0.1:1", &["run", file.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(
+        err.contains(&shared.display().to_string())
+            && err.contains("not safe to load native code")
+            && err.contains("writable by every user")
+            && !err.contains("connect"),
+        "{err}"
+    );
 }
 
 // ---- check ----

@@ -1479,3 +1479,112 @@ async fn the_compilation_cache_is_named_by_sha256_and_a_damaged_entry_is_recompi
     assert_eq!(count_logged(&["cache-after-race", "unusable"]), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compilation_cache_trusts_only_what_its_own_user_could_have_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let (zk, direct) = client("cache-trust", None).await;
+    let root = std::env::temp_dir().join(format!("wazoo-cache-trust-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let dir = root.join("nested").join("cache");
+    let host_with_cache = || {
+        PluginHost::new(PluginHostConfig {
+            cache_dir: Some(dir.clone()),
+            ..Default::default()
+        })
+    };
+    let mode = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().permissions().mode();
+    let chmod = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let sink = Policy::default().write(["/sink-trust"]);
+    let echo = |h: &PluginHost, name: &str| {
+        load(
+            h,
+            &zk,
+            name,
+            "echo",
+            sink.clone(),
+            &[("sink", "/sink-trust")],
+        )
+    };
+    let artifact = || -> PathBuf {
+        let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "one artifact: {files:?}");
+        files[0].clone()
+    };
+
+    // The host creates the directory (and its parents) for its user alone, and writes
+    // artifacts only that user can read or write.
+    let h = host_with_cache().expect("plugin host");
+    drop(echo(&h, "trust-first"));
+    drop(h);
+    assert_eq!(mode(&dir) & 0o777, 0o700, "cache directory mode");
+    let file = artifact();
+    assert_eq!(mode(&file) & 0o777, 0o600, "artifact mode");
+
+    // An artifact anyone could have written is not loaded: compiled again, replaced, and the
+    // plugin works.
+    chmod(&file, 0o666);
+    let h = host_with_cache().expect("plugin host");
+    let p = echo(&h, "trust-shared-file");
+    let line = logged(&["trust-shared-file", "cached artifact not trusted"]).await;
+    assert!(line.contains("writable by every user"), "{line}");
+    p.inject_watch("/after-untrusted", 1);
+    await_children(&direct, "/sink-trust", |c| {
+        c.iter().any(|s| s.contains("/after-untrusted"))
+    })
+    .await;
+    assert_eq!(mode(&file) & 0o777, 0o600, "the artifact was replaced");
+    drop((p, h));
+
+    // So is a symbolic link in its place (to a real artifact, even).
+    let elsewhere = root.join("elsewhere.cwasm");
+    std::fs::rename(&file, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+    let h = host_with_cache().expect("plugin host");
+    drop(echo(&h, "trust-symlink"));
+    let line = logged(&["trust-symlink", "cached artifact not trusted"]).await;
+    assert!(line.contains("symbolic link"), "{line}");
+    assert!(
+        std::fs::symlink_metadata(&file).unwrap().is_file(),
+        "the link was replaced by an artifact"
+    );
+    drop(h);
+
+    // A trusted artifact is loaded as it is.
+    let h = host_with_cache().expect("plugin host");
+    drop(echo(&h, "trust-warm"));
+    assert_eq!(count_logged(&["trust-warm", "recompiling"]), 0);
+    drop(h);
+
+    // A directory others may write is refused outright, saying which and why: the host does
+    // not start on it.
+    for (m, who) in [(0o777, "every user"), (0o770, "its group")] {
+        chmod(&dir, m);
+        let e = host_with_cache().expect_err("an untrusted cache directory");
+        assert!(
+            matches!(&e, PluginError::UntrustedCache { path, .. } if *path == dir),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains(&dir.display().to_string()) && text.contains(who),
+            "{text}"
+        );
+    }
+    chmod(&dir, 0o700);
+    // A file where the directory should be is refused too.
+    let not_dir = root.join("a-file");
+    std::fs::write(&not_dir, b"").unwrap();
+    let e = PluginHost::new(PluginHostConfig {
+        cache_dir: Some(not_dir),
+        ..Default::default()
+    })
+    .expect_err("a file as the cache directory");
+    assert!(matches!(e, PluginError::UntrustedCache { .. }), "{e:?}");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -50,6 +50,7 @@
 //! last handle stops the guest runtime, the epoch ticker and the forwarding lanes, and releases
 //! every instance. Unloading a plugin removes its session listener and its one-shot watches.
 
+mod cache;
 mod imports;
 mod policy;
 mod runtime;

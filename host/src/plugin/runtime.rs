@@ -16,6 +16,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::wazoo::plugin::types as wit;
 use super::bindings::{Plugin as PluginBindings, PluginPre};
+use super::cache::Cache;
 use super::policy::Policy;
 use super::stdio::{GuestOutput, Stream};
 use crate::client::{Client, ListenerId};
@@ -77,6 +78,16 @@ pub enum PluginError {
     /// The engine could not be set up.
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
+    /// The compilation cache cannot be trusted with native code (see
+    /// [`PluginHostConfig::cache_dir`]): it is writable by another user, owned by one, or not a
+    /// directory.
+    #[error("compilation cache {path}: not safe to load native code from: {reason}")]
+    UntrustedCache {
+        /// The cache directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// How plugins share lanes.
@@ -96,8 +107,11 @@ pub struct PluginHostConfig {
     /// Where precompiled components are cached (none: compile on every load). An artifact is
     /// named `<SHA-256 of the component, hex>-<engine>.cwasm`, the second part a hash of the
     /// engine's settings and wazoo's version: `sha256sum plugin.wasm` finds a plugin's entry.
-    /// Artifacts are native code, loaded with no more checks than wasmtime's header check:
-    /// only the host may be able to write here.
+    /// Artifacts are native code, loaded with no more checks than wasmtime's header check, so
+    /// the cache trusts only its own user: the directory is created readable by that user
+    /// alone, and [`PluginHost::new`] refuses ([`PluginError::UntrustedCache`]) one that another
+    /// user owns or that its group or everyone may write; an artifact another user owns, or
+    /// that others may write, is compiled again and replaced, with a warning.
     pub cache_dir: Option<PathBuf>,
     /// How plugins share lanes.
     pub isolation: IsolationMode,
@@ -679,6 +693,8 @@ impl WasiView for GuestState {
 pub(crate) struct HostInner {
     engine: Engine,
     linker: Linker<GuestState>,
+    /// The compilation cache, if [`PluginHostConfig::cache_dir`] names one.
+    cache: Option<Cache>,
     cfg: PluginHostConfig,
     /// Components already compiled and linked, by content, while a loaded plugin uses them:
     /// plugins of the same component share its code and its pre-linked instance.
@@ -838,6 +854,7 @@ impl PluginHost {
         )
         .map_err(|e| PluginError::Engine(e.to_string()))?;
 
+        let cache = cfg.cache_dir.as_deref().map(Cache::open).transpose()?;
         let tracker = Tracker::default();
         if cfg.lane_threads == 0 {
             return Err(PluginError::Engine(
@@ -874,6 +891,7 @@ impl PluginHost {
             inner: Arc::new(HostInner {
                 engine,
                 linker,
+                cache,
                 cfg,
                 prepared: Mutex::new(HashMap::new()),
                 threads: threads.handles.clone(),
@@ -1102,63 +1120,14 @@ impl PluginHost {
     }
 
     fn compile(&self, name: &str, bytes: &[u8]) -> Result<Component, PluginError> {
-        let invalid = |e: wasmtime::Error| PluginError::Invalid {
-            name: name.to_string(),
-            reason: format!("{e:#}"),
-        };
-        let Some(dir) = &self.inner.cfg.cache_dir else {
-            return Component::new(&self.inner.engine, bytes).map_err(invalid);
-        };
-        let path = dir.join(cache_file_name(&self.inner.engine, bytes));
-        if path.exists() {
-            // SAFETY: the file was written by `precompile_component` of an engine with the same
-            // compatibility hash (it is in the key), into a directory this host owns; wasmtime
-            // additionally checks the artifact's header against the engine.
-            match unsafe { Component::deserialize_file(&self.inner.engine, &path) } {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!(plugin = name, path = %path.display(), "cached artifact unusable, recompiling: {e}")
-                }
-            }
+        match &self.inner.cache {
+            Some(cache) => cache.compile(&self.inner.engine, name, bytes),
+            None => Component::new(&self.inner.engine, bytes).map_err(|e| PluginError::Invalid {
+                name: name.to_string(),
+                reason: format!("{e:#}"),
+            }),
         }
-        let compiled = self
-            .inner
-            .engine
-            .precompile_component(bytes)
-            .map_err(invalid)?;
-        if let Err(e) = std::fs::create_dir_all(dir).and_then(|_| {
-            // A name no other writer uses, in this process (hosts may compile the same
-            // component at once) or another: the artifact appears whole, or not at all.
-            static WRITES: AtomicU64 = AtomicU64::new(0);
-            let n = WRITES.fetch_add(1, Ordering::Relaxed);
-            let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-            std::fs::write(&tmp, &compiled)?;
-            std::fs::rename(&tmp, &path)
-        }) {
-            tracing::warn!(plugin = name, "cannot write the compilation cache: {e}");
-        }
-        // SAFETY: the bytes were produced just now by this engine's `precompile_component`.
-        unsafe { Component::deserialize(&self.inner.engine, &compiled) }.map_err(invalid)
     }
-}
-
-/// The compilation cache's name for `component` compiled by `engine` (see
-/// [`PluginHostConfig::cache_dir`]). The content part is a cryptographic hash: with a
-/// non-cryptographic one (as before), whoever may load a plugin could craft a component that
-/// collides with another plugin's and have its code run under that plugin's name and policy.
-fn cache_file_name(engine: &Engine, component: &[u8]) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(component);
-    let mut name = String::with_capacity(64 + 1 + 16 + 6);
-    for b in digest {
-        name.push_str(&format!("{b:02x}"));
-    }
-    // Not adversarial input: the engine's settings and wazoo's version.
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut h);
-    env!("CARGO_PKG_VERSION").hash(&mut h);
-    name.push_str(&format!("-{:016x}.cwasm", h.finish()));
-    name
 }
 
 /// A loaded plugin. Dropping it (or [`Plugin::unload`]) stops its bindings and lanes. It keeps

@@ -63,6 +63,23 @@ fn mtime(path: &std::path::Path) -> Option<SystemTime> {
 
 /// Runs until a signal; returns the exit code.
 pub async fn run(cfg: Config, mut signals: Signals) -> Result<i32> {
+    // First, so that what is wrong with the engine's settings or the compilation cache is
+    // said at once, not after starting or connecting to ZooKeeper.
+    let max_memory = cfg
+        .plugins
+        .iter()
+        .map(|p| p.policy.memory_limit)
+        .max()
+        .unwrap_or(0)
+        .max(PluginHostConfig::default().max_memory);
+    let host = PluginHost::new(PluginHostConfig {
+        cache_dir: cfg.host.cache_dir.clone(),
+        isolation: cfg.host.isolation,
+        lane_threads: cfg.host.lane_threads,
+        max_memory,
+        ..Default::default()
+    })
+    .context("cannot set up the plugin host")?;
     // The private server, if any; shared with the forced-exit path.
     let local: Arc<Mutex<Option<LocalZk>>> = Arc::new(Mutex::new(None));
     let stop_local = {
@@ -102,7 +119,9 @@ pub async fn run(cfg: Config, mut signals: Signals) -> Result<i32> {
             }
         }
     };
-    let r = serve(&cfg, &hosts, &mut signals).await;
+    let r = serve(&cfg, &host, &hosts, &mut signals).await;
+    // Stops the guest threads (the plugins are unloaded by now).
+    drop(host);
     tokio::task::spawn_blocking(stop_local)
         .await
         .context("stopping the private ZooKeeper")?;
@@ -124,7 +143,7 @@ async fn or_signal<T>(
 }
 
 /// Connects, loads and binds, then serves until a signal and shuts down.
-async fn serve(cfg: &Config, hosts: &str, signals: &mut Signals) -> Result<i32> {
+async fn serve(cfg: &Config, host: &PluginHost, hosts: &str, signals: &mut Signals) -> Result<i32> {
     let z = &cfg.zookeeper;
     let builder = |connect: &str| {
         let mut b = Client::builder(connect)
@@ -171,7 +190,7 @@ async fn serve(cfg: &Config, hosts: &str, signals: &mut Signals) -> Result<i32> 
     });
     println!("wazoo: ZooKeeper at {hosts}");
 
-    let r = serve_plugins(cfg, &client, signals).await;
+    let r = serve_plugins(cfg, host, &client, signals).await;
     let close_timeout = cfg.shutdown.close_timeout;
     match tokio::time::timeout(close_timeout, client.close()).await {
         Ok(()) => tracing::info!("closed the ZooKeeper session"),
@@ -182,25 +201,15 @@ async fn serve(cfg: &Config, hosts: &str, signals: &mut Signals) -> Result<i32> 
     r
 }
 
-async fn serve_plugins(cfg: &Config, client: &Client, signals: &mut Signals) -> Result<i32> {
-    let max_memory = cfg
-        .plugins
-        .iter()
-        .map(|p| p.policy.memory_limit)
-        .max()
-        .unwrap_or(0)
-        .max(PluginHostConfig::default().max_memory);
-    let host = PluginHost::new(PluginHostConfig {
-        cache_dir: cfg.host.cache_dir.clone(),
-        isolation: cfg.host.isolation,
-        lane_threads: cfg.host.lane_threads,
-        max_memory,
-        ..Default::default()
-    })
-    .context("cannot set up the plugin host")?;
+async fn serve_plugins(
+    cfg: &Config,
+    host: &PluginHost,
+    client: &Client,
+    signals: &mut Signals,
+) -> Result<i32> {
     let mut loaded = Vec::new();
     for p in &cfg.plugins {
-        match or_signal(signals, load(&host, client, p)).await {
+        match or_signal(signals, load(host, client, p)).await {
             Some(l) => loaded.push(Arc::new(l?)),
             None => return Ok(0),
         }
@@ -305,7 +314,6 @@ async fn serve_plugins(cfg: &Config, client: &Client, signals: &mut Signals) -> 
             return Ok(1);
         }
     }
-    drop(host);
     Ok(0)
 }
 
