@@ -1050,6 +1050,15 @@ fn run_serves_plugins_on_its_private_zookeeper() {
     );
     assert!(metric(&body, "wazoo_plugin_calls_total{plugin=\"mirror\"}") >= 1.0);
     assert!(metric(&body, "wazoo_plugin_calls_total{plugin=\"counter\"}") >= 3.0);
+    // Plugins that have run have computed for a moment, and well under a second.
+    let computed = metric(
+        &body,
+        "wazoo_plugin_compute_seconds_total{plugin=\"counter\"}",
+    );
+    assert!(
+        computed > 0.0 && computed < 1.0,
+        "counter computed {computed} s"
+    );
     assert_eq!(
         metric(&body, "wazoo_plugin_traps_total{plugin=\"audit\"}"),
         0.0

@@ -465,6 +465,13 @@ async fn a_spinning_guest_is_cut_at_its_budget_and_nothing_else_waits() {
         charged >= budget && charged <= budget + Duration::from_millis(50),
         "charged {charged:?} for a budget of {budget:?}: {line}"
     );
+    // The plugin's compute time holds what the cut call was charged, and little else (its
+    // session handler's calls, its instances' builds and `init`).
+    let compute = p.stats().compute_time;
+    assert!(
+        compute >= charged && compute <= charged + Duration::from_millis(50),
+        "compute time {compute:?} after a call charged {charged:?}"
+    );
     assert_eq!(zk.session_id(), sid, "the 4 s session survived");
     assert_eq!(zk.state(), SessionState::Connected);
     // The rebuilt instance handles the next event.
@@ -628,6 +635,14 @@ async fn hostile_guests_are_contained() {
     assert_eq!(direct.exists("/allowed/big").await.unwrap(), None);
     await_data(&direct, "/allowed/slow-done", b"finished").await;
     assert_eq!(slow.stats().traps, 0, "the slow guest was not killed");
+    // Its compute time counts its guest execution, not its waiting: under the budget its one
+    // call kept to, though the call took longer than that on the wall.
+    let compute = slow.stats().compute_time;
+    let took = slow.lane_metrics(wazoo::LaneKind::Watch).max_callback;
+    assert!(
+        compute > Duration::ZERO && compute < Duration::from_millis(50) && took > compute * 2,
+        "the slow guest computed for {compute:?} in a call of {took:?}"
+    );
     logged(&["wasi-t", "wasi-escape done", "0 escaped"]).await;
     logged(&["escape-t", "escape done", "0 escaped"]).await;
     assert_eq!(

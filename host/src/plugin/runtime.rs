@@ -184,6 +184,11 @@ pub struct PluginStats {
     pub build_time: Duration,
     /// Time spent in the guests' `init`, over all `instantiations`.
     pub init_time: Duration,
+    /// Guest execution over all its calls (handlers, `init`, instantiation), measured as the
+    /// compute budget measures it: time waiting on ZooKeeper inside an import, or for a CPU,
+    /// is not counted. Which plugin burns the host's CPU, and how close its calls come to
+    /// their budget on average (this over `calls`).
+    pub compute_time: Duration,
 }
 
 /// What a plugin reacts to.
@@ -429,6 +434,8 @@ pub(crate) struct Shared {
     /// Nanoseconds spent building instances, and in their `init` (see [`PluginStats`]).
     pub build_ns: AtomicU64,
     pub init_ns: AtomicU64,
+    /// Nanoseconds of guest execution (see [`PluginStats::compute_time`]).
+    pub compute_ns: AtomicU64,
     /// Per lane (by [`LaneKind::index`]): this plugin's events on it, queued and handled.
     pub lane_stats: [LaneCounters; 3],
     /// State listeners added by its bindings, removed when it is unloaded.
@@ -530,6 +537,14 @@ pub(crate) struct GuestState {
     limits: StoreLimits,
     /// Guest execution charged to the current call so far (segments already closed).
     charged_ns: u64,
+    /// Whether a segment of guest execution is running (not closed by an epoch tick that
+    /// ended the call, or by an import waiting on ZooKeeper).
+    seg_open: bool,
+    /// Between [`GuestState::start_call`] and [`GuestState::end_call`].
+    in_call: bool,
+    /// Guest execution of the events a running handler finished before taking the next
+    /// (see [`GuestState::take_next`]), added to the plugin's at the end of the call.
+    taken_ns: u64,
     /// When the running segment began, for segments measured by the clock on the wall.
     seg_wall: Instant,
     /// When non-zero: the running segment began at this reading of the thread's CPU clock
@@ -550,7 +565,7 @@ pub(crate) struct GuestState {
 
 impl Drop for GuestState {
     fn drop(&mut self) {
-        self.end_call();
+        self.end_call(Instant::now());
     }
 }
 
@@ -559,6 +574,8 @@ impl GuestState {
     fn start_call(&mut self, now: Instant) {
         self.charged_ns = 0;
         self.seg_wall = now;
+        self.seg_open = true;
+        self.in_call = true;
         self.resume_cpu.store(0, Ordering::Relaxed);
         self.waited = false;
     }
@@ -573,25 +590,46 @@ impl GuestState {
     /// and charged at most one epoch tick: the epoch interrupts the guest within a tick of
     /// running.
     pub(crate) fn close_segment(&mut self) {
-        let ns = self.segment_ns();
+        self.close_segment_at(Instant::now());
+    }
+
+    fn close_segment_at(&mut self, now: Instant) {
+        let ns = self.segment_ns_at(now);
+        self.seg_open = false;
         self.resume_cpu.store(0, Ordering::Relaxed);
         self.charged_ns = self.charged_ns.saturating_add(ns);
     }
 
     /// What the running segment would be charged if it ended now.
     fn segment_ns(&self) -> u64 {
+        self.segment_ns_at(Instant::now())
+    }
+
+    fn segment_ns_at(&self, now: Instant) -> u64 {
+        if !self.seg_open {
+            return 0;
+        }
         let c0 = self.resume_cpu.load(Ordering::Relaxed);
         if c0 != 0 {
             if let Some(now) = thread_cpu_ns() {
                 return now.saturating_sub(c0 - 1);
             }
         }
-        (self.seg_wall.elapsed().as_nanos() as u64).min(self.tick_ns)
+        (now.saturating_duration_since(self.seg_wall).as_nanos() as u64).min(self.tick_ns)
     }
 
     /// A new wall-measured segment begins.
     fn open_segment(&mut self) {
         self.seg_wall = Instant::now();
+        self.seg_open = true;
+    }
+
+    /// The call has ended: its guest execution goes to the plugin's
+    /// [`PluginStats::compute_time`].
+    fn settle(&mut self, now: Instant) {
+        self.close_segment_at(now);
+        let ns = std::mem::take(&mut self.charged_ns) + std::mem::take(&mut self.taken_ns);
+        self.shared.compute_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
     /// The guest runs again after an import that waited on ZooKeeper: a new segment, measured
@@ -606,8 +644,11 @@ impl GuestState {
         self.waited = true;
     }
 
-    /// A call into the guest has ended (returned, trapped or was cancelled).
-    fn end_call(&mut self) {
+    /// A call into the guest has ended (returned, trapped or was cancelled) at `now`.
+    fn end_call(&mut self, now: Instant) {
+        if std::mem::take(&mut self.in_call) {
+            self.settle(now);
+        }
         if std::mem::take(&mut self.spinning) {
             self.shared
                 .host
@@ -656,6 +697,8 @@ impl GuestState {
         feed.queued_at = queued_at;
         feed.started = now;
         feed.deadline.set(now + s.policy.wall_limit);
+        self.close_segment_at(now);
+        self.taken_ns += self.charged_ns;
         self.start_call(now);
         Some(ev)
     }
@@ -1038,6 +1081,7 @@ impl PluginHost {
             taken: AtomicU64::new(0),
             build_ns: AtomicU64::new(0),
             init_ns: AtomicU64::new(0),
+            compute_ns: AtomicU64::new(0),
             lane_stats: Default::default(),
             listeners: Mutex::new(Vec::new()),
             armed: Mutex::new(Vec::new()),
@@ -1162,6 +1206,7 @@ impl Plugin {
             disabled: self.shared.disabled.load(Ordering::Relaxed),
             build_time: Duration::from_nanos(self.shared.build_ns.load(Ordering::Relaxed)),
             init_time: Duration::from_nanos(self.shared.init_ns.load(Ordering::Relaxed)),
+            compute_time: Duration::from_nanos(self.shared.compute_ns.load(Ordering::Relaxed)),
         }
     }
 
@@ -1901,7 +1946,8 @@ async fn lane_task(kind: LaneKind, rx: mpsc::UnboundedReceiver<LaneMsg>, _tracke
             }
         };
         let result = within(&shared.host.ticker, &deadline, call).await;
-        inst.store.data_mut().end_call();
+        let ended = Instant::now();
+        inst.store.data_mut().end_call(ended);
         // The Store outlives a trap or a cancelled call: the queue comes back either way.
         let mut lent = inst.store.data_mut().feed.take().expect("lent above");
         let (queued_at, started) = (lent.queued_at, lent.started);
@@ -1926,7 +1972,7 @@ async fn lane_task(kind: LaneKind, rx: mpsc::UnboundedReceiver<LaneMsg>, _tracke
         };
         stats.done(
             started.saturating_duration_since(queued_at),
-            started.elapsed(),
+            ended.saturating_duration_since(started),
             failure.is_some(),
         );
         match failure {
@@ -2062,6 +2108,9 @@ async fn build(shared: &Arc<Shared>, lane: LaneKind) -> Result<Instance, String>
         table: ResourceTable::new(),
         limits,
         charged_ns: 0,
+        seg_open: false,
+        in_call: false,
+        taken_ns: 0,
         seg_wall: Instant::now(),
         resume_cpu: Arc::new(AtomicU64::new(0)),
         tick_ns: shared.host.cfg.epoch_tick.as_nanos() as u64,
@@ -2113,7 +2162,7 @@ async fn build(shared: &Arc<Shared>, lane: LaneKind) -> Result<Instance, String>
     store.set_epoch_deadline(1);
     let instantiated =
         tokio::time::timeout(shared.policy.wall_limit, pre.instantiate_async(&mut store)).await;
-    store.data_mut().end_call();
+    store.data_mut().end_call(Instant::now());
     let bindings = instantiated
         .map_err(|_| "instantiation exceeded the wall-clock limit".to_string())?
         .map_err(|e| describe_trap(&e))?;
@@ -2129,7 +2178,7 @@ async fn build(shared: &Arc<Shared>, lane: LaneKind) -> Result<Instance, String>
         bindings.call_init(&mut store, &shared.config),
     )
     .await;
-    store.data_mut().end_call();
+    store.data_mut().end_call(Instant::now());
     let init = init
         .map_err(|_| "init exceeded the wall-clock limit".to_string())?
         .map_err(|e| describe_trap(&e))?;

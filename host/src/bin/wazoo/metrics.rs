@@ -203,6 +203,21 @@ pub fn render(src: &Source) -> String {
     );
     family(
         &mut out,
+        "wazoo_plugin_compute_seconds_total",
+        "counter",
+        "Guest execution of the plugin's calls, as its compute budget counts it (waiting on ZooKeeper or for a CPU not included).",
+        &stats
+            .iter()
+            .map(|(n, s)| {
+                (
+                    format!("plugin=\"{n}\""),
+                    format!("{:.9}", s.compute_time.as_secs_f64()),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    family(
+        &mut out,
         "wazoo_plugin_disabled",
         "gauge",
         "1 when the plugin was disabled for crashing too often.",
