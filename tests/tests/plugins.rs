@@ -1603,3 +1603,122 @@ async fn the_compilation_cache_trusts_only_what_its_own_user_could_have_written(
     assert!(matches!(e, PluginError::UntrustedCache { .. }), "{e:?}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compilation_cache_keeps_to_its_size_by_dropping_the_least_recently_used() {
+    let (zk, _direct) = client("cache-size", None).await;
+    let dir = std::env::temp_dir().join(format!("wazoo-cache-size-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let host = |max: u64| {
+        PluginHost::new(PluginHostConfig {
+            cache_dir: Some(dir.clone()),
+            cache_max_bytes: max,
+            ..Default::default()
+        })
+        .expect("plugin host")
+    };
+    let sha = |component: &str| -> String {
+        let out = std::process::Command::new("sha256sum")
+            .arg(guest(component))
+            .output()
+            .expect("sha256sum");
+        String::from_utf8(out.stdout).unwrap()[..64].to_string()
+    };
+    // Each component's artifact, by the SHA-256 its name starts with.
+    let artifact = |component: &str| -> Option<PathBuf> {
+        let sha = sha(component);
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.starts_with(&sha) && name.ends_with(".cwasm")
+            })
+    };
+    let size = |p: &PathBuf| std::fs::metadata(p).unwrap().len();
+    let age = |p: &PathBuf, secs: u64| {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(secs))
+            .unwrap()
+    };
+    let sink = [("sink", "/size-sink")];
+    let policy = Policy::default().write(["/size-sink"]);
+
+    // Three components cached; then made used three, two and one hours ago.
+    let h = host(u64::MAX);
+    for (i, c) in ["echo", "noop", "burst"].into_iter().enumerate() {
+        drop(load(
+            &h,
+            &zk,
+            &format!("size-{i}"),
+            c,
+            policy.clone(),
+            &sink,
+        ));
+    }
+    drop(h);
+    let (echo, noop, burst) = (
+        artifact("echo").expect("echo cached"),
+        artifact("noop").expect("noop cached"),
+        artifact("burst").expect("burst cached"),
+    );
+    age(&echo, 3 * 3600);
+    age(&noop, 2 * 3600);
+    age(&burst, 3600);
+    // What is not the cache's is left alone; a temporary file a dead writer left an hour ago
+    // goes, one being written now stays.
+    let name = echo.file_name().unwrap().to_string_lossy().into_owned();
+    let stale = dir.join(name.replace(".cwasm", ".tmp1-0"));
+    let fresh = dir.join(name.replace(".cwasm", ".tmp2-0"));
+    let notes = dir.join("NOTES");
+    for f in [&stale, &fresh, &notes] {
+        std::fs::write(f, b"x").unwrap();
+    }
+    age(&stale, 2 * 3600);
+
+    // A host whose limit holds two of them: the least recently used goes, at start.
+    // (Either of echo and burst fits beside noop, whichever is bigger.)
+    let limit = size(&noop) + size(&burst).max(size(&echo));
+    let h = host(limit);
+    assert!(
+        !echo.exists(),
+        "the least recently used artifact was removed"
+    );
+    assert!(noop.exists() && burst.exists(), "the two newer ones stay");
+    assert!(!stale.exists(), "a stale temporary file was removed");
+    assert!(fresh.exists() && notes.exists(), "others' files stay");
+    logged(&[
+        "compilation cache above",
+        "removed the 1 least recently used",
+    ])
+    .await;
+
+    // Loading marks an artifact used: noop, loaded now, outlives burst when echo comes back
+    // (compiled again) and the three no longer fit.
+    drop(load(&h, &zk, "size-noop", "noop", policy.clone(), &sink));
+    assert_eq!(
+        count_logged(&["size-noop", "recompiling"]),
+        0,
+        "noop came from the cache"
+    );
+    drop(load(&h, &zk, "size-echo", "echo", policy.clone(), &sink));
+    let echo = artifact("echo").expect("echo cached again");
+    assert!(noop.exists(), "the artifact just loaded stays");
+    assert!(!burst.exists(), "the one not loaded since goes");
+    let cached: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .map(|p| size(&p))
+        .sum();
+    assert!(
+        cached <= limit,
+        "{cached} bytes cached, over the limit of {limit}"
+    );
+    assert!(echo.exists());
+    drop(h);
+    let _ = std::fs::remove_dir_all(&dir);
+}

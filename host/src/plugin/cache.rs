@@ -7,26 +7,41 @@
 //! owned by that user and writable by nobody else (or the host refuses to start), and an
 //! artifact that is not a regular file of that user's, writable by it alone, is compiled
 //! again and replaced rather than loaded.
+//!
+//! The cache keeps to a size: when its artifacts take more than
+//! [`PluginHostConfig::cache_max_bytes`](super::PluginHostConfig::cache_max_bytes), the least
+//! recently used go (loading an artifact marks it used), so artifacts of components no longer
+//! loaded, and of other wazoo versions, age out. Temporary files a writer left behind when it
+//! died go too, once they are an hour old.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
 use super::runtime::PluginError;
 
+/// A temporary file this old was left by a writer that died (a write takes milliseconds).
+const STALE_TEMPORARY: Duration = Duration::from_secs(3600);
+
 /// A cache directory that passed the trust check.
 #[derive(Debug)]
 pub(crate) struct Cache {
     dir: PathBuf,
+    max_bytes: u64,
+    /// What the artifacts take as far as this host knows: its last scan of the directory plus
+    /// what it wrote since (other hosts may write too). Past `max_bytes`, it scans again.
+    estimate: Mutex<u64>,
 }
 
 impl Cache {
     /// Creates `dir` if missing (readable and writable by this user only) and checks that it
     /// can be trusted with native code.
-    pub(crate) fn open(dir: &Path) -> Result<Cache, PluginError> {
+    pub(crate) fn open(dir: &Path, max_bytes: u64) -> Result<Cache, PluginError> {
         let untrusted = |reason: String| PluginError::UntrustedCache {
             path: dir.to_path_buf(),
             reason,
@@ -37,9 +52,71 @@ impl Cache {
             return Err(untrusted("not a directory".into()));
         }
         trust(&meta, current_user()).map_err(untrusted)?;
-        Ok(Cache {
+        let cache = Cache {
             dir: dir.to_path_buf(),
-        })
+            max_bytes,
+            estimate: Mutex::new(0),
+        };
+        cache.prune();
+        Ok(cache)
+    }
+
+    /// Removes temporary files left by writers that died and, while the artifacts take more
+    /// than `max_bytes`, the least recently used of them.
+    fn prune(&self) {
+        let mut estimate = self.estimate.lock().unwrap_or_else(|p| p.into_inner());
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let now = SystemTime::now();
+        let mut artifacts = Vec::new();
+        let mut total = 0u64;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(kind) = name.to_str().and_then(entry_kind) else {
+                continue; // not the cache's: left alone
+            };
+            // Not following links: a link is not an artifact.
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            match kind {
+                Entry::Artifact => {
+                    total += meta.len();
+                    artifacts.push((used, meta.len(), entry.path()));
+                }
+                Entry::Temporary => {
+                    if now
+                        .duration_since(used)
+                        .is_ok_and(|age| age > STALE_TEMPORARY)
+                    {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+            }
+        }
+        artifacts.sort();
+        let mut removed = 0usize;
+        for (_, len, path) in artifacts {
+            if total <= self.max_bytes {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total -= len;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                dir = %self.dir.display(),
+                removed,
+                "compilation cache above {} bytes: removed the {removed} least recently used artifact(s), {total} bytes left",
+                self.max_bytes
+            );
+        }
+        *estimate = total;
     }
 
     /// The component compiled by `engine`: from the cache if a trusted artifact is there,
@@ -58,7 +135,10 @@ impl Cache {
                 // only this user can write; wasmtime additionally checks the header against
                 // the engine.
                 Ok(()) => match unsafe { Component::deserialize_file(engine, &path) } {
-                    Ok(c) => return Ok(c),
+                    Ok(c) => {
+                        mark_used(&path);
+                        return Ok(c);
+                    }
                     Err(e) => {
                         tracing::warn!(plugin = name, path = %path.display(), "cached artifact unusable, recompiling: {e}")
                     }
@@ -75,8 +155,18 @@ impl Cache {
         let compiled = engine
             .precompile_component(bytes)
             .map_err(|e| invalid(name, e))?;
-        if let Err(e) = write_new(&path, &compiled) {
-            tracing::warn!(plugin = name, "cannot write the compilation cache: {e}");
+        match write_new(&path, &compiled) {
+            Ok(()) => {
+                let over = {
+                    let mut estimate = self.estimate.lock().unwrap_or_else(|p| p.into_inner());
+                    *estimate = estimate.saturating_add(compiled.len() as u64);
+                    *estimate > self.max_bytes
+                };
+                if over {
+                    self.prune();
+                }
+            }
+            Err(e) => tracing::warn!(plugin = name, "cannot write the compilation cache: {e}"),
         }
         // SAFETY: the bytes were produced just now by this engine's `precompile_component`.
         unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| invalid(name, e))
@@ -106,6 +196,42 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// An artifact just loaded is the most recently used: its modification time says so (access
+/// times are not kept on many mounts).
+fn mark_used(path: &Path) {
+    let _ = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(SystemTime::now()));
+}
+
+/// What a file in the cache directory is, by its name: the cache's own are
+/// `<64 hex>-<16 hex>.cwasm` and, while being written, `<64 hex>-<16 hex>.tmp<pid>-<n>`.
+#[derive(Debug, PartialEq, Eq)]
+enum Entry {
+    Artifact,
+    Temporary,
+}
+
+fn entry_kind(name: &str) -> Option<Entry> {
+    let hex = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let (content, rest) = (name.get(..64)?, name.get(64..)?);
+    let (engine, rest) = (rest.strip_prefix('-')?.get(..16)?, rest.get(17..)?);
+    if !hex(content) || !hex(engine) {
+        return None;
+    }
+    if rest == ".cwasm" {
+        return Some(Entry::Artifact);
+    }
+    let tmp = rest.strip_prefix(".tmp")?;
+    let (pid, n) = tmp.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(pid) && digits(n)).then_some(Entry::Temporary)
 }
 
 /// The cache's name for `component` compiled by `engine`:
@@ -218,5 +344,29 @@ mod tests {
         assert!(all.contains("every user") && all.contains("777"), "{all}");
         // The sticky bit of /tmp does not make a shared directory private.
         assert!(trust_owner_and_mode(1000, 0o41777, 1000).is_err());
+    }
+
+    #[test]
+    fn the_cache_knows_its_own_files_by_name() {
+        let content = "ab".repeat(32);
+        let engine = "0123456789abcdef";
+        let artifact = format!("{content}-{engine}.cwasm");
+        assert_eq!(entry_kind(&artifact), Some(Entry::Artifact));
+        assert_eq!(
+            entry_kind(&format!("{content}-{engine}.tmp4242-7")),
+            Some(Entry::Temporary)
+        );
+        for other in [
+            "README".to_string(),
+            format!("{content}-{engine}.cwasm.bak"),
+            format!("{content}-{engine}.tmp"),
+            format!("{content}-{engine}.tmp12-"),
+            format!("{}-{engine}.cwasm", "AB".repeat(32)),
+            format!("{content}_{engine}.cwasm"),
+            format!("{}-{engine}.cwasm", "ab".repeat(31)),
+            "é".repeat(50),
+        ] {
+            assert_eq!(entry_kind(&other), None, "{other}");
+        }
     }
 }

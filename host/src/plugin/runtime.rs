@@ -113,6 +113,11 @@ pub struct PluginHostConfig {
     /// user owns or that its group or everyone may write; an artifact another user owns, or
     /// that others may write, is compiled again and replaced, with a warning.
     pub cache_dir: Option<PathBuf>,
+    /// How much the cache's artifacts may take on disk (default 1 GiB; `u64::MAX`: no limit).
+    /// Above it, the least recently used are removed, at [`PluginHost::new`] and after a
+    /// write; loading an artifact marks it used. Artifacts of components no longer loaded,
+    /// and of other wazoo versions or engine settings, so age out.
+    pub cache_max_bytes: u64,
     /// How plugins share lanes.
     pub isolation: IsolationMode,
     /// Instances that may exist at once (pooling allocator slots; default 1000).
@@ -151,6 +156,7 @@ impl Default for PluginHostConfig {
     fn default() -> Self {
         PluginHostConfig {
             cache_dir: None,
+            cache_max_bytes: 1 << 30,
             isolation: IsolationMode::Shared,
             max_instances: 1000,
             max_memory: 64 << 20,
@@ -897,7 +903,11 @@ impl PluginHost {
         )
         .map_err(|e| PluginError::Engine(e.to_string()))?;
 
-        let cache = cfg.cache_dir.as_deref().map(Cache::open).transpose()?;
+        let cache = cfg
+            .cache_dir
+            .as_deref()
+            .map(|dir| Cache::open(dir, cfg.cache_max_bytes))
+            .transpose()?;
         let tracker = Tracker::default();
         if cfg.lane_threads == 0 {
             return Err(PluginError::Engine(

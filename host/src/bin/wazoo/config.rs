@@ -102,6 +102,8 @@ pub struct HostSettings {
     pub isolation: IsolationMode,
     /// The compilation cache, resolved against the configuration file's folder.
     pub cache_dir: Option<PathBuf>,
+    /// How much the cache may take ([`wazoo::PluginHostConfig::cache_max_bytes`]).
+    pub cache_max_bytes: u64,
     /// Where the Prometheus endpoint listens.
     pub metrics: Option<SocketAddr>,
     /// The log format.
@@ -221,6 +223,7 @@ struct RawHost {
     #[serde(default)]
     isolation: RawIsolation,
     cache_dir: Option<String>,
+    cache_max_mb: Option<u64>,
     metrics: Option<String>,
     #[serde(default)]
     log: LogFormat,
@@ -700,9 +703,19 @@ impl Validator<'_> {
                 ))
             }
         };
+        let cache_max_bytes = match self.positive("host.cache_max_mb".into(), h.cache_max_mb)? {
+            None => wazoo::PluginHostConfig::default().cache_max_bytes,
+            Some(mb) => mb.checked_mul(1 << 20).ok_or_else(|| {
+                self.err(
+                    "host.cache_max_mb",
+                    format!("{mb} MiB is more than a disk holds"),
+                )
+            })?,
+        };
         Ok(HostSettings {
             lanes,
             lane_threads,
+            cache_max_bytes,
             isolation: match h.isolation {
                 RawIsolation::Shared => IsolationMode::Shared,
                 RawIsolation::PerPlugin => IsolationMode::PerPlugin,
@@ -983,6 +996,18 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("host.lane_threads"), "{e}");
         let e = err("[host]\nlane_slice = \"1s\"\n");
         assert_eq!(e.key.as_deref(), Some("host.lane_slice"), "{e}");
+        // The cache's size, in MiB; 1 GiB unless given.
+        assert_eq!(c.host.cache_max_bytes, 1 << 30);
+        let c = parse(
+            Path::new("/nonexistent/c.toml"),
+            "[host]\ncache_max_mb = 64\n",
+        )
+        .unwrap();
+        assert_eq!(c.host.cache_max_bytes, 64 << 20);
+        let e = err("[host]\ncache_max_mb = 0\n");
+        assert_eq!(e.key.as_deref(), Some("host.cache_max_mb"), "{e}");
+        let e = err(&format!("[host]\ncache_max_mb = {}\n", i64::MAX));
+        assert_eq!(e.key.as_deref(), Some("host.cache_max_mb"), "{e}");
     }
 
     #[test]
