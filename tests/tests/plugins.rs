@@ -759,6 +759,42 @@ async fn invalid_plugins_are_refused_at_load_with_a_reason() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("allow-list"), "{e}");
+
+    // A component whose memory starts above its policy's limit could never build an
+    // instance: refused at load, saying by how much, rather than loaded and crash-looped.
+    let big = std::fs::read(guest("big-memory")).unwrap();
+    let small = Policy {
+        memory_limit: 16 << 20,
+        ..all()
+    };
+    let e = h.load(&zk, "big", &big, small.clone(), vec![]).unwrap_err();
+    assert!(matches!(e, PluginError::OverLimits { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("plugin big")
+            && text.contains("starts at 25")
+            && text.contains("memory_limit of 16 MiB"),
+        "{text}"
+    );
+    // Under a policy that holds it, the same component loads and runs.
+    let roomy = h.load(&zk, "big-ok", &big, all(), vec![]).unwrap();
+    assert!(roomy.inject_watch("/ballast", 7));
+    logged(&["big-ok", "watch /ballast: ballast of 24 MiB, last byte 7"]).await;
+    // A reload into it is refused the same way, and the old code goes on.
+    let p = h.load(&zk, "grows", &bytes, small, vec![]).unwrap();
+    let e = p.reload(&big).unwrap_err();
+    assert!(matches!(e, PluginError::OverLimits { .. }), "{e:?}");
+    assert!(p.inject_watch("/after-refused-reload", 1));
+    logged(&["grows", "watch", "/after-refused-reload"]).await;
+    // A host whose pool slots are smaller than the memory refuses it as it compiles.
+    let tiny = PluginHost::new(PluginHostConfig {
+        max_memory: 16 << 20,
+        ..Default::default()
+    })
+    .expect("plugin host");
+    let e = tiny.load(&zk, "big-pool", &big, all(), vec![]).unwrap_err();
+    assert!(matches!(e, PluginError::Invalid { .. }), "{e:?}");
+    assert!(e.to_string().contains("memory"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,6 +75,15 @@ pub enum PluginError {
         /// Why.
         reason: String,
     },
+    /// The component cannot run within its policy's limits: building an instance could only
+    /// fail (its linear memory starts larger than `memory_limit`, say).
+    #[error("plugin {name}: cannot run within its limits: {reason}")]
+    OverLimits {
+        /// The plugin.
+        name: String,
+        /// Which limit, and by how much.
+        reason: String,
+    },
     /// The engine could not be set up.
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
@@ -880,6 +889,11 @@ impl PluginHost {
         pool.total_tables(cfg.max_instances.saturating_mul(4));
         pool.total_stacks(cfg.max_instances);
         pool.max_memory_size(cfg.max_memory);
+        // What a Store lets one instance have (see `build`): a component beyond it is refused
+        // as it is compiled, not at every attempt to build an instance.
+        pool.max_core_instances_per_component(STORE_INSTANCES);
+        pool.max_memories_per_component(STORE_MEMORIES);
+        pool.max_tables_per_component(STORE_TABLES);
         // Instances come and go (lazily built, rebuilt after a trap, unloaded): what a pool slot
         // costs the next instance matters. A slot's memory, and its table, are reset by hand
         // where the kernel can tell which pages were written (Linux 6.7+), so they stay
@@ -1048,6 +1062,7 @@ impl PluginHost {
         config: Vec<(String, String)>,
     ) -> Result<Plugin, PluginError> {
         let pre = self.prepare(name, bytes)?;
+        fits(name, &pre, &policy)?;
         let inner = &self.inner;
         let lanes = match inner.cfg.isolation {
             IsolationMode::PerPlugin => {
@@ -1184,6 +1199,52 @@ impl PluginHost {
     }
 }
 
+/// Refuses, at load, a component whose every instance would fail to build under `policy`.
+/// What the pooling allocator cannot hold (a memory larger than
+/// [`PluginHostConfig::max_memory`], more memories, tables or core instances than a plugin
+/// may have) wasmtime refuses as it compiles or deserializes; the policy's own memory limit,
+/// which differs between plugins of one component, is checked here.
+fn fits(name: &str, pre: &Prepared, policy: &Policy) -> Result<(), PluginError> {
+    let Some(needs) = pre.pre.instance_pre().component().resources_required() else {
+        return Ok(()); // it instantiates imported modules: nothing to tell ahead
+    };
+    let initial = needs
+        .max_initial_memory_size
+        .unwrap_or(0)
+        .saturating_mul(WASM_PAGE);
+    if initial > policy.memory_limit as u64 {
+        return Err(PluginError::OverLimits {
+            name: name.to_string(),
+            reason: format!(
+                "its linear memory starts at {} ({} pages of 64 KiB), over its policy's \
+                 memory_limit of {}",
+                mib(initial),
+                initial / WASM_PAGE,
+                mib(policy.memory_limit as u64)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A WebAssembly page (wasmtime does not enable custom page sizes).
+const WASM_PAGE: u64 = 64 << 10;
+
+/// `bytes` for a message: in MiB, with a fraction where it has one.
+fn mib(bytes: u64) -> String {
+    let m = bytes as f64 / (1u64 << 20) as f64;
+    if m.fract() == 0.0 {
+        format!("{m:.0} MiB")
+    } else {
+        format!("{m:.2} MiB")
+    }
+}
+
+/// How many core instances, tables and memories one guest instance may have.
+const STORE_INSTANCES: u32 = 16;
+const STORE_TABLES: u32 = 16;
+const STORE_MEMORIES: u32 = 4;
+
 /// A loaded plugin. Dropping it (or [`Plugin::unload`]) stops its bindings and lanes. It keeps
 /// its host's threads running (see [`PluginHost`]).
 pub struct Plugin {
@@ -1290,6 +1351,7 @@ impl Plugin {
             running: self._running.clone(),
         };
         let pre = host.prepare(&self.shared.name, bytes)?;
+        fits(&self.shared.name, &pre, &self.shared.policy)?;
         let mut g = self.shared.pre.lock().unwrap_or_else(|p| p.into_inner());
         *g = (g.0 + 1, pre);
         self.shared.generation.store(g.0, Ordering::Release);
@@ -2107,9 +2169,9 @@ async fn build(shared: &Arc<Shared>, lane: LaneKind) -> Result<Instance, String>
         .allow_ip_name_lookup(false);
     let limits = StoreLimitsBuilder::new()
         .memory_size(shared.policy.memory_limit)
-        .instances(16)
-        .tables(16)
-        .memories(4)
+        .instances(STORE_INSTANCES as usize)
+        .tables(STORE_TABLES as usize)
+        .memories(STORE_MEMORIES as usize)
         .trap_on_grow_failure(false)
         .build();
     let state = GuestState {
