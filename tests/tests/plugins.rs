@@ -1758,3 +1758,49 @@ async fn the_compilation_cache_keeps_to_its_size_by_dropping_the_least_recently_
     drop(h);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freed_pool_slots_go_to_the_next_plugins_before_fresh_ones() {
+    let (zk, _direct) = client("warm-slots", None).await;
+    let h = host(IsolationMode::Shared);
+    let idle_becomes = |want: u32, what: &'static str| {
+        let h = h.clone();
+        async move {
+            let deadline = Instant::now() + WAIT;
+            while h.idle_pool_slots() != want {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: {} idle pool slots, not {want}",
+                    h.idle_pool_slots()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let built = |component: &'static str, tag: &'static str| {
+        let (h, zk) = (h.clone(), zk.clone());
+        async move {
+            let plugins: Vec<Plugin> = (0..5)
+                .map(|i| load(&h, &zk, &format!("{tag}-{i}"), component, all(), &[]))
+                .collect();
+            for p in &plugins {
+                assert!(p.inject_watch("/warm", 1));
+            }
+            for p in &plugins {
+                await_handled(p, wazoo::LaneKind::Watch, 1).await;
+            }
+            plugins
+        }
+    };
+    idle_becomes(0, "a new host").await;
+    // Five plugins, an instance each; unloaded, they leave five warm slots.
+    drop(built("echo", "warm-echo").await);
+    idle_becomes(5, "after unloading five plugins").await;
+    // Five plugins of another component take those five, not never-used slots (wasmtime's
+    // default keeps up to 100 idle slots for the component they held, and would leave these
+    // five idle and fault in five fresh ones).
+    let next = built("noop", "warm-noop").await;
+    idle_becomes(0, "after building five instances of another component").await;
+    drop(next);
+    idle_becomes(5, "after unloading those").await;
+}

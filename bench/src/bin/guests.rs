@@ -17,8 +17,11 @@
 //!    on the client, each timed) and from the `getter` guest's on-watch (one get per injected
 //!    event, each timed by the guest itself), alternating: what a guest adds to a round trip;
 //! 5. `rss_per_instance`: resident memory per idle instance, over `plugins` instances;
-//! 6. `instance_build` / `instance_rebuild`: first builds in fresh pool slots, and rebuilds in
-//!    the slot the previous instance left;
+//! 6. `instance_build` / `instance_build_back_to_back` / `instance_build_reused_slot` /
+//!    `instance_rebuild`: first builds in never-used pool slots, one at a time and back to back;
+//!    first builds of new plugins (of `noop`, and of `echo` beside it) in the slots unloaded
+//!    ones left; rebuilds in the slot the previous instance left (`WAZOO_BENCH_ORDER` set: the
+//!    back-to-back build times in order, on stderr);
 //! 7. `session_while_guest_spins`;
 //! 8. `parallel_compute`: two plugins' computing callbacks on one and on two threads per lane
 //!    kind (`PluginHostConfig::lane_threads`; `events` (10) each, `work` (50000000) rounds each);
@@ -445,28 +448,120 @@ async fn main() -> anyhow::Result<()> {
         // Each lands in a pool slot never used before, and grows the process's memory (the
         // earlier ones stay loaded). Median and mean over the plugins.
         let serial = u64::from(fresh);
-        let (mut builds, mut inits) = (Vec::new(), Vec::new());
-        let mut extra = Vec::new();
-        for i in 0..serial {
-            let p = host.load(&zk, &format!("noop-s{i}"), &bytes, policy.clone(), vec![])?;
-            p.inject_watch("/x", 0);
-            wait_calls(&p, 1);
-            let s = p.stats();
-            builds.push(s.build_time.as_secs_f64() * 1e6);
-            inits.push(s.init_time.as_secs_f64() * 1e6);
-            extra.push(p);
-        }
-        drop(extra);
         let med = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);
             (v[v.len() / 2], v.iter().sum::<f64>() / v.len() as f64)
         };
+        // New plugins of `component`, each built by its first event, one at a time; their
+        // build and init times in microseconds, and the plugins (still loaded).
+        let first_builds = |tag: &str, component: &[u8]| -> anyhow::Result<_> {
+            let (mut builds, mut inits, mut loaded) = (Vec::new(), Vec::new(), Vec::new());
+            for i in 0..serial {
+                let p = host.load(
+                    &zk,
+                    &format!("{tag}-{i}"),
+                    component,
+                    policy.clone(),
+                    vec![],
+                )?;
+                p.inject_watch("/x", 0);
+                wait_calls(&p, 1);
+                let s = p.stats();
+                builds.push(s.build_time.as_secs_f64() * 1e6);
+                inits.push(s.init_time.as_secs_f64() * 1e6);
+                loaded.push(p);
+            }
+            Ok((builds, inits, loaded))
+        };
+        let (mut builds, mut inits, extra) = first_builds("noop-s", &bytes)?;
         let ((build_med, build_mean), (init_med, init_mean)) = (med(&mut builds), med(&mut inits));
         println!("{{\"bench\":\"instance_build\",\"instances\":{serial},\"build_us_median\":{build_med:.1},\"build_us_mean\":{build_mean:.1},\"init_us_median\":{init_med:.1},\"init_us_mean\":{init_mean:.1}}}");
         rows.push((
             format!("first build of a plugin's instance (a fresh pool slot) / its init, one at a time, over {serial}: median (mean)"),
             format!("{build_med:.1} ({build_mean:.1}) us / {init_med:.1} ({init_mean:.1}) us"),
         ));
+        // Fresh slots again, but back to back: `serial` new plugins all given their first
+        // event at once, so that their lanes' thread builds one instance after another without
+        // sleeping in between (one watch thread: the builds do not overlap).
+        let burst = {
+            let mut burst = Vec::new();
+            for i in 0..serial {
+                burst.push(host.load(
+                    &zk,
+                    &format!("noop-b{i}"),
+                    &bytes,
+                    policy.clone(),
+                    vec![],
+                )?);
+            }
+            for p in &burst {
+                p.inject_watch("/x", 0);
+            }
+            for p in &burst {
+                wait_calls(p, 1);
+            }
+            if std::env::var_os("WAZOO_BENCH_ORDER").is_some() {
+                let order: Vec<String> = burst
+                    .iter()
+                    .map(|p| format!("{:.0}", p.stats().build_time.as_secs_f64() * 1e6))
+                    .collect();
+                eprintln!("back-to-back builds in order (us): {}", order.join(" "));
+            }
+            let mut builds: Vec<f64> = burst
+                .iter()
+                .map(|p| p.stats().build_time.as_secs_f64() * 1e6)
+                .collect();
+            let mut inits: Vec<f64> = burst
+                .iter()
+                .map(|p| p.stats().init_time.as_secs_f64() * 1e6)
+                .collect();
+            let ((bm, bmean), (im, imean)) = (med(&mut builds), med(&mut inits));
+            let (p90, max) = (builds[builds.len() * 9 / 10], builds[builds.len() - 1]);
+            println!("{{\"bench\":\"instance_build_back_to_back\",\"instances\":{serial},\"build_us_median\":{bm:.1},\"build_us_mean\":{bmean:.1},\"build_us_p90\":{p90:.1},\"build_us_max\":{max:.1},\"init_us_median\":{im:.1},\"init_us_mean\":{imean:.1}}}");
+            rows.push((
+                format!("first build of a plugin's instance (a fresh pool slot) / its init, {serial} back to back: median (mean)"),
+                format!("{bm:.1} ({bmean:.1}) us / {im:.1} ({imean:.1}) us"),
+            ));
+            burst
+        };
+        // Unloaded, they leave their slots (and their threads' memory) to the next plugins:
+        // the first builds of new plugins then land in slots used before, as on a host where
+        // plugins come and go below the high-water mark of live instances. Of the same
+        // component, and of another (echo), whose memory image differs.
+        let live = host.probe();
+        let before = live.live();
+        drop((extra, burst));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while live.live() + 8 * serial as usize > before {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the unloaded plugins' instances stayed"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let echo = std::fs::read(std::path::Path::new(&wasm).with_file_name("echo.wasm"))?;
+        for (tag, component, what) in [
+            ("noop-w", &bytes[..], "the same component"),
+            ("echo-w", &echo[..], "another component"),
+        ] {
+            let (mut builds, mut inits, again) = first_builds(tag, component)?;
+            let ((bm, bmean), (im, imean)) = (med(&mut builds), med(&mut inits));
+            println!("{{\"bench\":\"instance_build_reused_slot\",\"component\":\"{tag}\",\"instances\":{serial},\"build_us_median\":{bm:.1},\"build_us_mean\":{bmean:.1},\"init_us_median\":{im:.1},\"init_us_mean\":{imean:.1}}}");
+            rows.push((
+                format!("first build of a new plugin's instance in a slot an unloaded one left ({what}) / its init, over {serial}: median (mean)"),
+                format!("{bm:.1} ({bmean:.1}) us / {im:.1} ({imean:.1}) us"),
+            ));
+            let before = live.live();
+            drop(again);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while live.live() + 4 * serial as usize > before {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "the unloaded plugins' instances stayed"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         // A rebuild, as after a trap: the instance is dropped and the next one built in the
         // pool slot it left. Five rounds; the best and the median round.
         let rebuilds = num(&args, "rebuilds", 1000usize)?;

@@ -904,6 +904,16 @@ impl PluginHost {
             pool.linear_memory_keep_resident(KEEP_RESIDENT);
         }
         pool.table_keep_resident(4096);
+        // A freed slot is reused before a never-used one is touched, whichever component it
+        // last held: the slots ever used are as many as the most instances live at once, and
+        // a new plugin (or a reloaded one, whose code is new to the pool) does not pay the
+        // first-touch faults of a cold slot while warm ones sit idle. Wasmtime's default
+        // (100 idle warm slots before reusing one of another component) keeps slots for the
+        // component they held, which saves remapping a copy-on-write image; with images
+        // copied (the default here) there is nothing to save.
+        if !cfg.copy_on_write_images {
+            pool.max_unused_warm_slots(0);
+        }
         config.memory_init_cow(cfg.copy_on_write_images);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
@@ -993,6 +1003,16 @@ impl PluginHost {
             .flatten()
             .filter(|e| e.users.strong_count() > 0)
             .count()
+    }
+
+    /// Pool slots (linear memories) that held an instance and are free now: warm, for the
+    /// next instance of any plugin (for tests of the runtime itself).
+    #[doc(hidden)]
+    pub fn idle_pool_slots(&self) -> u32 {
+        self.inner
+            .engine
+            .pooling_allocator_metrics()
+            .map_or(0, |m| m.unused_warm_memories())
     }
 
     /// A probe that sees the host's threads, tasks and instances go away.
