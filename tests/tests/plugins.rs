@@ -795,6 +795,41 @@ async fn invalid_plugins_are_refused_at_load_with_a_reason() {
     let e = tiny.load(&zk, "big-pool", &big, all(), vec![]).unwrap_err();
     assert!(matches!(e, PluginError::Invalid { .. }), "{e:?}");
     assert!(e.to_string().contains("memory"), "{e}");
+
+    // A component larger than the host compiles is refused before it is compiled, and a
+    // file before it is read (a sparse 1 GiB file: refused for its size, not as "not wasm").
+    let strict = PluginHost::new(PluginHostConfig {
+        max_component_bytes: bytes.len() - 1,
+        ..Default::default()
+    })
+    .expect("plugin host");
+    let e = strict
+        .load(&zk, "large", &bytes, all(), vec![])
+        .unwrap_err();
+    assert!(matches!(e, PluginError::OverLimits { .. }), "{e:?}");
+    assert!(e.to_string().contains("max_component_bytes"), "{e}");
+    let huge = std::env::temp_dir().join(format!("wazoo-huge-{}.wasm", std::process::id()));
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let e = strict
+        .load_file(&zk, "huge", &huge, all(), vec![])
+        .unwrap_err();
+    let _ = std::fs::remove_file(&huge);
+    assert!(
+        matches!(e, PluginError::OverLimits { .. }) && e.to_string().contains("1024 MiB"),
+        "{e:?}"
+    );
+    // One byte more of room, and it loads.
+    let roomier = PluginHost::new(PluginHostConfig {
+        max_component_bytes: bytes.len(),
+        ..Default::default()
+    })
+    .expect("plugin host");
+    roomier
+        .load(&zk, "just-fits", &bytes, all(), vec![])
+        .expect("a component of exactly max_component_bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,9 +75,11 @@ pub enum PluginError {
         /// Why.
         reason: String,
     },
-    /// The component cannot run within its policy's limits: building an instance could only
-    /// fail (its linear memory starts larger than `memory_limit`, say).
-    #[error("plugin {name}: cannot run within its limits: {reason}")]
+    /// The component is beyond a limit: larger than the host compiles
+    /// ([`PluginHostConfig::max_component_bytes`]), or unable to run within its policy's
+    /// limits, so that building an instance could only fail (its linear memory starts larger
+    /// than `memory_limit`, say).
+    #[error("plugin {name}: over a limit: {reason}")]
     OverLimits {
         /// The plugin.
         name: String,
@@ -131,6 +133,11 @@ pub struct PluginHostConfig {
     pub isolation: IsolationMode,
     /// Instances that may exist at once (pooling allocator slots; default 1000).
     pub max_instances: u32,
+    /// The largest component the host compiles, in bytes (default 64 MiB): compiling takes
+    /// time and memory in proportion to the code, on the loading thread, and a platform that
+    /// loads components from others may want a smaller bound. A larger one is refused with
+    /// [`PluginError::OverLimits`] before it is read from a file, or compiled.
+    pub max_component_bytes: usize,
     /// The largest memory any policy may grant, in bytes (pooling slot size; default 64 MiB).
     pub max_memory: usize,
     /// How often the epoch ticks, the granularity of compute budgets (default 2 ms).
@@ -166,6 +173,7 @@ impl Default for PluginHostConfig {
         PluginHostConfig {
             cache_dir: None,
             cache_max_bytes: 1 << 30,
+            max_component_bytes: 64 << 20,
             isolation: IsolationMode::Shared,
             max_instances: 1000,
             max_memory: 64 << 20,
@@ -1062,12 +1070,31 @@ impl PluginHost {
         policy: Policy,
         config: Vec<(String, String)>,
     ) -> Result<Plugin, PluginError> {
-        let bytes = std::fs::read(path).map_err(|e| PluginError::Io {
+        let io = |e: std::io::Error| PluginError::Io {
             name: name.to_string(),
             path: path.to_path_buf(),
             reason: e.to_string(),
-        })?;
+        };
+        // Not read at all when it is too large (a wrong path to a disk image, say).
+        self.within_size(name, std::fs::metadata(path).map_err(io)?.len())?;
+        let bytes = std::fs::read(path).map_err(io)?;
         self.load(client, name, &bytes, policy, config)
+    }
+
+    /// Refuses a component larger than [`PluginHostConfig::max_component_bytes`].
+    fn within_size(&self, name: &str, len: u64) -> Result<(), PluginError> {
+        let max = self.inner.cfg.max_component_bytes as u64;
+        if len > max {
+            return Err(PluginError::OverLimits {
+                name: name.to_string(),
+                reason: format!(
+                    "the component is {} ({len} bytes), over the host's max_component_bytes of {}",
+                    mib(len),
+                    mib(max)
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Loads a plugin: checks and compiles the component (or takes it from the cache), links
@@ -1142,6 +1169,7 @@ impl PluginHost {
 
     /// Checks the bytes, compiles (or loads from the cache) and links.
     fn prepare(&self, name: &str, bytes: &[u8]) -> Result<Prepared, PluginError> {
+        self.within_size(name, bytes.len() as u64)?;
         if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
             return Err(PluginError::NotWasm {
                 name: name.to_string(),

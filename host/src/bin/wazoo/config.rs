@@ -104,6 +104,8 @@ pub struct HostSettings {
     pub cache_dir: Option<PathBuf>,
     /// How much the cache may take ([`wazoo::PluginHostConfig::cache_max_bytes`]).
     pub cache_max_bytes: u64,
+    /// The largest component loaded ([`wazoo::PluginHostConfig::max_component_bytes`]).
+    pub max_component_bytes: usize,
     /// Where the Prometheus endpoint listens.
     pub metrics: Option<SocketAddr>,
     /// The log format.
@@ -224,6 +226,7 @@ struct RawHost {
     isolation: RawIsolation,
     cache_dir: Option<String>,
     cache_max_mb: Option<u64>,
+    max_component_mb: Option<u64>,
     metrics: Option<String>,
     #[serde(default)]
     log: LogFormat,
@@ -712,10 +715,22 @@ impl Validator<'_> {
                 )
             })?,
         };
+        let max_component_bytes =
+            match self.positive("host.max_component_mb".into(), h.max_component_mb)? {
+                None => wazoo::PluginHostConfig::default().max_component_bytes,
+                Some(mb @ 1..=4096) => (mb as usize) << 20,
+                Some(mb) => {
+                    return Err(self.err(
+                        "host.max_component_mb",
+                        format!("{mb} is over the maximum of 4096"),
+                    ))
+                }
+            };
         Ok(HostSettings {
             lanes,
             lane_threads,
             cache_max_bytes,
+            max_component_bytes,
             isolation: match h.isolation {
                 RawIsolation::Shared => IsolationMode::Shared,
                 RawIsolation::PerPlugin => IsolationMode::PerPlugin,
@@ -1004,6 +1019,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.host.cache_max_bytes, 64 << 20);
+        assert_eq!(c.host.max_component_bytes, 64 << 20, "the default");
+        let c = parse(
+            Path::new("/nonexistent/c.toml"),
+            "[host]\nmax_component_mb = 8\n",
+        )
+        .unwrap();
+        assert_eq!(c.host.max_component_bytes, 8 << 20);
+        let e = err("[host]\nmax_component_mb = 5000\n");
+        assert_eq!(e.key.as_deref(), Some("host.max_component_mb"), "{e}");
         let e = err("[host]\ncache_max_mb = 0\n");
         assert_eq!(e.key.as_deref(), Some("host.cache_max_mb"), "{e}");
         let e = err(&format!("[host]\ncache_max_mb = {}\n", i64::MAX));

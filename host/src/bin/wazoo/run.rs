@@ -75,6 +75,7 @@ pub async fn run(cfg: Config, mut signals: Signals) -> Result<i32> {
     let host = PluginHost::new(PluginHostConfig {
         cache_dir: cfg.host.cache_dir.clone(),
         cache_max_bytes: cfg.host.cache_max_bytes,
+        max_component_bytes: cfg.host.max_component_bytes,
         isolation: cfg.host.isolation,
         lane_threads: cfg.host.lane_threads,
         max_memory,
