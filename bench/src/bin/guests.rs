@@ -529,16 +529,22 @@ async fn main() -> anyhow::Result<()> {
         // plugins come and go below the high-water mark of live instances. Of the same
         // component, and of another (echo), whose memory image differs.
         let live = host.probe();
-        let before = live.live();
-        drop((extra, burst));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while live.live() + 8 * serial as usize > before {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the unloaded plugins' instances stayed"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        // Unloads `plugins` and waits until their lane tasks and instances (four things each,
+        // per-plugin lanes) are gone, so that their slots are free.
+        let unload = |plugins: Vec<wazoo::Plugin>| -> anyhow::Result<()> {
+            let (before, gone) = (live.live(), 4 * plugins.len());
+            drop(plugins);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while live.live() + gone > before {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "the unloaded plugins' instances stayed"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(())
+        };
+        unload(extra.into_iter().chain(burst).collect())?;
         let echo = std::fs::read(std::path::Path::new(&wasm).with_file_name("echo.wasm"))?;
         for (tag, component, what) in [
             ("noop-w", &bytes[..], "the same component"),
@@ -551,16 +557,7 @@ async fn main() -> anyhow::Result<()> {
                 format!("first build of a new plugin's instance in a slot an unloaded one left ({what}) / its init, over {serial}: median (mean)"),
                 format!("{bm:.1} ({bmean:.1}) us / {im:.1} ({imean:.1}) us"),
             ));
-            let before = live.live();
-            drop(again);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while live.live() + 4 * serial as usize > before {
-                anyhow::ensure!(
-                    Instant::now() < deadline,
-                    "the unloaded plugins' instances stayed"
-                );
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            unload(again)?;
         }
         // A rebuild, as after a trap: the instance is dropped and the next one built in the
         // pool slot it left. Five rounds; the best and the median round.
