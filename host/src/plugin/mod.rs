@@ -51,6 +51,7 @@
 //! every instance. Unloading a plugin removes its session listener and its one-shot watches.
 
 mod cache;
+mod epoch;
 mod imports;
 mod policy;
 mod runtime;
