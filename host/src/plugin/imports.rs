@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use super::bindings::wazoo::plugin::{lane, log, types as wit, zookeeper};
-use super::runtime::{
-    add_persistent, completion_send, watch_once, wit_state, Armed, GuestEvent, GuestState, Shared,
-};
+use super::runtime::{completion_send, GuestEvent, GuestState, Shared};
+use super::watches::{add_persistent, watch_once, wit_state, Armed};
 use crate::dispatch::LaneKind;
 use crate::error::Error;
 use crate::proto::multi::{Op, OpResult};

@@ -56,6 +56,7 @@ mod imports;
 mod policy;
 mod runtime;
 mod stdio;
+mod watches;
 
 pub use policy::Policy;
 pub use runtime::{
