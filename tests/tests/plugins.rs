@@ -1466,6 +1466,16 @@ async fn lane_threads_spread_plugins_and_keep_each_lane_on_its_thread() {
     assert!(e.to_string().contains("lane_threads"), "{e}");
 }
 
+/// A file's SHA-256 in hex, as `sha256sum` prints it (an implementation apart from the host's).
+fn sha256_hex(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    let out = String::from_utf8(out.stdout).unwrap();
+    out.split_whitespace().next().expect("a digest").to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compilation_cache_is_named_by_sha256_and_a_damaged_entry_is_recompiled() {
     let (zk, direct) = client("cache", None).await;
@@ -1478,13 +1488,7 @@ async fn the_compilation_cache_is_named_by_sha256_and_a_damaged_entry_is_recompi
         })
         .expect("plugin host")
     };
-    let wasm = guest("echo");
-    let sum = std::process::Command::new("sha256sum")
-        .arg(&wasm)
-        .output()
-        .expect("sha256sum");
-    let sum = String::from_utf8(sum.stdout).unwrap();
-    let sha = sum.split_whitespace().next().expect("a digest").to_string();
+    let sha = sha256_hex(&guest("echo"));
     let entries = || -> Vec<PathBuf> {
         std::fs::read_dir(&dir)
             .map(|d| d.map(|e| e.unwrap().path()).collect())
@@ -1688,13 +1692,7 @@ async fn the_compilation_cache_keeps_to_its_size_by_dropping_the_least_recently_
         })
         .expect("plugin host")
     };
-    let sha = |component: &str| -> String {
-        let out = std::process::Command::new("sha256sum")
-            .arg(guest(component))
-            .output()
-            .expect("sha256sum");
-        String::from_utf8(out.stdout).unwrap()[..64].to_string()
-    };
+    let sha = |component: &str| sha256_hex(&guest(component));
     // Each component's artifact, by the SHA-256 its name starts with.
     let artifact = |component: &str| -> Option<PathBuf> {
         let sha = sha(component);
