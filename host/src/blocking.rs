@@ -9,14 +9,17 @@ use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
+use std::time::Duration;
 
 use crate::client::{Client, CreateOptions, OneshotWatcher, PersistentWatcher};
+use crate::dispatch::CallbackInfo;
 use crate::error::Result;
 use crate::proto::multi::{Op, OpResult, ReadOp, ReadResult};
 use crate::proto::records::{
     Acl, AddWatchMode, ClientInfo, CreateMode, Stat, WatchedEvent, WatcherType,
 };
-use crate::session::SessionState;
+use crate::session::{SessionEvent, SessionState};
+use crate::ListenerId;
 
 struct ThreadWaker(Thread);
 
@@ -47,6 +50,11 @@ pub fn block_on<F: IntoFuture>(fut: F) -> F::Output {
 ///
 /// Do not call it from inside an async task: it would block that runtime's worker thread.
 ///
+/// Every public method of [`Client`] has a blocking twin here of the same name, except the few
+/// that build or re-plumb a client (`builder`, `connect`, `with_lanes`, `lanes`: use
+/// [`BlockingClient::async_client`]) and the async stream `state_events` (blocking code takes
+/// [`BlockingClient::add_listener`]); a unit test keeps it so.
+///
 /// ```no_run
 /// # fn demo(zk: wazoo::Client) -> Result<(), wazoo::Error> {
 /// let zk = wazoo::BlockingClient::new(zk);
@@ -76,6 +84,21 @@ impl BlockingClient {
     /// See [`Client::session_id`].
     pub fn session_id(&self) -> i64 {
         self.inner.session_id()
+    }
+    /// See [`Client::negotiated_timeout`].
+    pub fn negotiated_timeout(&self) -> Duration {
+        self.inner.negotiated_timeout()
+    }
+    /// See [`Client::add_listener`].
+    pub fn add_listener(
+        &self,
+        f: impl Fn(SessionEvent, CallbackInfo) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.inner.add_listener(f)
+    }
+    /// See [`Client::remove_listener`].
+    pub fn remove_listener(&self, id: ListenerId) {
+        self.inner.remove_listener(id)
     }
     /// See [`Client::create`].
     pub fn create(&self, path: &str, data: &[u8], mode: CreateMode) -> Result<String> {
@@ -110,6 +133,14 @@ impl BlockingClient {
     pub fn exists_watch(&self, path: &str) -> Result<(Option<Stat>, OneshotWatcher)> {
         block_on(self.inner.exists_watch(path))
     }
+    /// See [`Client::exists_with`].
+    pub fn exists_with(
+        &self,
+        path: &str,
+        watcher: impl FnOnce(WatchedEvent, CallbackInfo) + Send + 'static,
+    ) -> Result<Option<Stat>> {
+        block_on(self.inner.exists_with(path, watcher))
+    }
     /// See [`Client::get_data`].
     pub fn get_data(&self, path: &str) -> Result<(Vec<u8>, Stat)> {
         block_on(self.inner.get_data(path))
@@ -118,6 +149,14 @@ impl BlockingClient {
     pub fn get_data_watch(&self, path: &str) -> Result<(Vec<u8>, Stat, OneshotWatcher)> {
         block_on(self.inner.get_data_watch(path))
     }
+    /// See [`Client::get_data_with`].
+    pub fn get_data_with(
+        &self,
+        path: &str,
+        watcher: impl FnOnce(WatchedEvent, CallbackInfo) + Send + 'static,
+    ) -> Result<(Vec<u8>, Stat)> {
+        block_on(self.inner.get_data_with(path, watcher))
+    }
     /// See [`Client::get_children`].
     pub fn get_children(&self, path: &str) -> Result<(Vec<String>, Stat)> {
         block_on(self.inner.get_children(path))
@@ -125,6 +164,22 @@ impl BlockingClient {
     /// See [`Client::get_children_watch`].
     pub fn get_children_watch(&self, path: &str) -> Result<(Vec<String>, Stat, OneshotWatcher)> {
         block_on(self.inner.get_children_watch(path))
+    }
+    /// See [`Client::get_children_with`].
+    pub fn get_children_with(
+        &self,
+        path: &str,
+        watcher: impl FnOnce(WatchedEvent, CallbackInfo) + Send + 'static,
+    ) -> Result<(Vec<String>, Stat)> {
+        block_on(self.inner.get_children_with(path, watcher))
+    }
+    /// See [`Client::get_all_children_number`].
+    pub fn get_all_children_number(&self, path: &str) -> Result<i32> {
+        block_on(self.inner.get_all_children_number(path))
+    }
+    /// See [`Client::get_ephemerals`].
+    pub fn get_ephemerals(&self, prefix: &str) -> Result<Vec<String>> {
+        block_on(self.inner.get_ephemerals(prefix))
     }
     /// See [`Client::set_data`].
     pub fn set_data(&self, path: &str, data: &[u8], version: Option<i32>) -> Result<Stat> {
@@ -154,9 +209,22 @@ impl BlockingClient {
     pub fn add_watch(&self, path: &str, mode: AddWatchMode) -> Result<PersistentWatcher> {
         block_on(self.inner.add_watch(path, mode))
     }
+    /// See [`Client::add_watch_with`].
+    pub fn add_watch_with(
+        &self,
+        path: &str,
+        mode: AddWatchMode,
+        watcher: impl FnMut(WatchedEvent, CallbackInfo) -> bool + Send + 'static,
+    ) -> Result<()> {
+        block_on(self.inner.add_watch_with(path, mode, watcher))
+    }
     /// See [`Client::remove_watches`].
     pub fn remove_watches(&self, path: &str, kind: WatcherType) -> Result<()> {
         block_on(self.inner.remove_watches(path, kind))
+    }
+    /// See [`Client::check_watches`].
+    pub fn check_watches(&self, path: &str, kind: WatcherType) -> Result<()> {
+        block_on(self.inner.check_watches(path, kind))
     }
     /// See [`Client::add_auth`].
     pub fn add_auth(&self, scheme: &str, auth: &[u8]) -> Result<()> {
@@ -173,5 +241,108 @@ impl BlockingClient {
     /// See [`Client::close`].
     pub fn close(&self) {
         block_on(self.inner.close())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// `Client`'s public methods that have no blocking twin, and why.
+    const NOT_BLOCKING: &[(&str, &str)] = &[
+        (
+            "builder",
+            "builds an async client; wrap it with BlockingClient::new",
+        ),
+        (
+            "connect",
+            "its timeout needs a tokio runtime; wrap the client it returns",
+        ),
+        (
+            "with_lanes",
+            "re-plumbs the async handle; async_client().with_lanes(..)",
+        ),
+        ("lanes", "the async handle's lanes; async_client().lanes()"),
+        (
+            "state_events",
+            "an async stream; blocking code adds a listener",
+        ),
+    ];
+
+    /// The names of the `pub fn`s and `pub async fn`s of every `impl <ty> {` block (rustfmt's
+    /// layout: the block opens and closes at column 0, one signature starts a line).
+    fn pub_methods(src: &str, ty: &str) -> BTreeSet<String> {
+        let open = format!("impl {ty} {{");
+        let mut inside = false;
+        let mut names = BTreeSet::new();
+        for line in src.lines() {
+            if line == open {
+                inside = true;
+            } else if inside && line == "}" {
+                inside = false;
+            } else if inside {
+                let sig = line.trim_start();
+                let rest = sig
+                    .strip_prefix("pub fn ")
+                    .or_else(|| sig.strip_prefix("pub async fn "));
+                if let Some(rest) = rest {
+                    let end = rest.find(['(', '<']).unwrap_or(rest.len());
+                    names.insert(rest[..end].to_string());
+                }
+            }
+        }
+        names
+    }
+
+    /// Every Rust file of the client module (`client.rs` or the `client/` directory), read
+    /// from the source tree so that a file added to the module is read too.
+    fn client_sources() -> String {
+        fn walk(p: &Path, out: &mut String) {
+            if p.is_dir() {
+                let mut entries: Vec<_> = std::fs::read_dir(p)
+                    .expect("read the client module's directory")
+                    .map(|e| e.expect("a directory entry").path())
+                    .collect();
+                entries.sort();
+                for e in entries {
+                    walk(&e, out);
+                }
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&std::fs::read_to_string(p).expect("read a client source file"));
+                out.push('\n');
+            }
+        }
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut out = String::new();
+        walk(&src.join("client.rs"), &mut out);
+        walk(&src.join("client"), &mut out);
+        out
+    }
+
+    /// Fails when `Client` gains a public method that `BlockingClient` lacks: add its blocking
+    /// twin (or, if it cannot block, say why in `NOT_BLOCKING`).
+    #[test]
+    fn every_client_method_has_a_blocking_twin() {
+        let client = pub_methods(&client_sources(), "Client");
+        assert!(
+            client.contains("get_data") && client.contains("add_watch"),
+            "the parser found no Client methods: {client:?}"
+        );
+        let blocking = pub_methods(include_str!("blocking.rs"), "BlockingClient");
+        let exempt: BTreeSet<String> = NOT_BLOCKING.iter().map(|(n, _)| n.to_string()).collect();
+        let missing: Vec<_> = client
+            .iter()
+            .filter(|n| !blocking.contains(*n) && !exempt.contains(*n))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "BlockingClient lacks {missing:?}: add each (see Client's) or list it in NOT_BLOCKING"
+        );
+        let stale: Vec<_> = exempt
+            .iter()
+            .filter(|n| !client.contains(*n) || blocking.contains(*n))
+            .collect();
+        assert!(stale.is_empty(), "NOT_BLOCKING names {stale:?} needlessly");
     }
 }

@@ -7,8 +7,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use wazoo::{
-    Acl, AddWatchMode, Client, CreateMode, CreateOptions, Error, EventType, Op, OpResult, Perms,
-    ReadOp, ReadResult, WatcherType,
+    Acl, AddWatchMode, BlockingClient, CallbackInfo, Client, CreateMode, CreateOptions, Error,
+    EventType, LaneKind, Op, OpResult, Perms, ReadOp, ReadResult, SessionState, WatchedEvent,
+    WatcherType,
 };
 use wazoo_tests::ZkServer;
 
@@ -535,22 +536,157 @@ async fn close_ends_the_session_and_its_ephemerals() {
     watcher.close().await;
 }
 
+/// Runs `f` on a thread of its own, outside any runtime, as blocking code runs.
+async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let handle = std::thread::spawn(f);
+    tokio::task::spawn_blocking(move || handle.join().expect("the blocking thread panicked"))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_facade_works_without_a_runtime() {
     let zk = client("blocking").await;
-    let b = wazoo::BlockingClient::new(zk);
-    let handle = std::thread::spawn(move || {
+    let b = BlockingClient::new(zk);
+    let (d, r, e) = off_runtime(move || {
         b.create("/x", b"1", CreateMode::Persistent).unwrap();
         let (d, _) = b.get_data("/x").unwrap();
         let r = wazoo::RetryPolicy::default().run_blocking(|| b.delete("/x", None));
         (d, r, b.exists("/x").unwrap())
-    });
-    let (d, r, e) = tokio::task::spawn_blocking(move || handle.join().unwrap())
-        .await
-        .unwrap();
+    })
+    .await;
     assert_eq!(d, b"1");
     assert_eq!(r, Ok(()));
     assert_eq!(e, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_counts_descendants_lists_ephemerals_and_checks_watches() {
+    let b = BlockingClient::new(client("blocking-counts").await);
+    off_runtime(move || {
+        let t = b.negotiated_timeout();
+        assert!(
+            t > Duration::ZERO && t <= Duration::from_secs(10),
+            "granted {t:?} for the 10 s asked"
+        );
+        b.ensure_path("/t/a/b").unwrap();
+        b.create("/t/c", b"", CreateMode::Persistent).unwrap();
+        assert_eq!(b.get_all_children_number("/t"), Ok(3));
+        assert_eq!(b.get_all_children_number("/nope"), Err(Error::NoNode));
+
+        let e = b
+            .create("/t/e-", b"", CreateMode::EphemeralSequential)
+            .unwrap();
+        assert_eq!(b.get_ephemerals("/t"), Ok(vec![e.clone()]));
+        assert_eq!(b.get_ephemerals("/"), Ok(vec![e]));
+        assert_eq!(b.get_ephemerals("/x"), Ok(vec![]));
+        assert!(matches!(
+            b.get_ephemerals("t"),
+            Err(Error::InvalidPath { .. })
+        ));
+
+        assert_eq!(
+            b.check_watches("/t/c", WatcherType::Data),
+            Err(Error::NoWatcher)
+        );
+        let (_, _, w) = b.get_data_watch("/t/c").unwrap();
+        b.check_watches("/t/c", WatcherType::Data).unwrap();
+        assert_eq!(
+            b.check_watches("/t/c", WatcherType::Children),
+            Err(Error::NoWatcher)
+        );
+        b.remove_watches("/t/c", WatcherType::Data).unwrap();
+        assert_eq!(b.wait_watch(w).event_type, EventType::DataWatchRemoved);
+        assert_eq!(
+            b.check_watches("/t/c", WatcherType::Data),
+            Err(Error::NoWatcher)
+        );
+        b.close();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_watch_callbacks_and_listeners_run_on_their_lanes() {
+    const WAIT: Duration = Duration::from_secs(10);
+    let b = BlockingClient::new(client("blocking-lanes").await);
+    off_runtime(move || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let next = || rx.recv_timeout(WAIT).expect("a watch event in time");
+        let heard = |what: &'static str| {
+            let tx = tx.clone();
+            move |ev: WatchedEvent, info: CallbackInfo| {
+                tx.send((what, info.lane, ev.event_type, ev.path)).unwrap()
+            }
+        };
+        let watch = |what, ty, path: &str| (what, LaneKind::Watch, ty, path.to_string());
+
+        assert_eq!(b.exists_with("/w", heard("exists")), Ok(None));
+        b.create("/w", b"0", CreateMode::Persistent).unwrap();
+        assert_eq!(next(), watch("exists", EventType::NodeCreated, "/w"));
+
+        assert_eq!(b.get_data_with("/w", heard("data")).unwrap().0, b"0");
+        b.set_data("/w", b"1", None).unwrap();
+        assert_eq!(next(), watch("data", EventType::NodeDataChanged, "/w"));
+
+        assert_eq!(
+            b.get_children_with("/w", heard("kids")).unwrap().0,
+            Vec::<String>::new()
+        );
+        b.create("/w/c", b"", CreateMode::Persistent).unwrap();
+        assert_eq!(next(), watch("kids", EventType::NodeChildrenChanged, "/w"));
+
+        // A persistent watcher hears every event until it returns false.
+        let f = heard("tree");
+        b.add_watch_with("/w", AddWatchMode::PersistentRecursive, move |ev, info| {
+            let go_on = ev.path != "/w/stop";
+            f(ev, info);
+            go_on
+        })
+        .unwrap();
+        b.set_data("/w/c", b"x", None).unwrap();
+        assert_eq!(next(), watch("tree", EventType::NodeDataChanged, "/w/c"));
+        b.create("/w/stop", b"", CreateMode::Persistent).unwrap();
+        assert_eq!(next(), watch("tree", EventType::NodeCreated, "/w/stop"));
+        b.set_data("/w", b"2", None).unwrap();
+        // The watch lane runs in order: the marker comes after anything the ended watcher heard.
+        assert_eq!(b.exists_with("/w/end", heard("marker")), Ok(None));
+        b.create("/w/end", b"", CreateMode::Persistent).unwrap();
+        assert_eq!(next(), watch("marker", EventType::NodeCreated, "/w/end"));
+
+        // Listeners hear the current state first, on the session lane; a removed one hears
+        // nothing more.
+        let (ltx, lrx) = std::sync::mpsc::channel();
+        let listener = |what: &'static str| {
+            let ltx = ltx.clone();
+            move |ev: wazoo::SessionEvent, info: CallbackInfo| {
+                ltx.send((what, info.lane, ev.state)).unwrap()
+            }
+        };
+        let removed = b.add_listener(listener("removed"));
+        let kept = b.add_listener(listener("kept"));
+        let mut first: Vec<_> = (0..2)
+            .map(|_| lrx.recv_timeout(WAIT).expect("the current state in time"))
+            .collect();
+        first.sort_by_key(|(what, _, _)| *what);
+        assert_eq!(
+            first,
+            [
+                ("kept", LaneKind::Session, SessionState::Connected),
+                ("removed", LaneKind::Session, SessionState::Connected)
+            ]
+        );
+        b.remove_listener(removed);
+        b.close();
+        assert_eq!(
+            lrx.recv_timeout(WAIT).expect("the close in time"),
+            ("kept", LaneKind::Session, SessionState::Closed)
+        );
+        b.remove_listener(kept);
+        assert!(b.async_client().lanes().drain(WAIT), "the lanes drain");
+        assert_eq!(lrx.try_recv().ok(), None, "the removed listener heard more");
+    })
+    .await;
 }
 
 /// A sequential create of `/` under a chroot makes a child of the chroot, never a sibling of
