@@ -308,7 +308,7 @@ mod tests {
                 for e in entries {
                     walk(&e, out);
                 }
-            } else if p.extension().is_some_and(|e| e == "rs") {
+            } else if p.is_file() && p.extension().is_some_and(|e| e == "rs") {
                 out.push_str(&std::fs::read_to_string(p).expect("read a client source file"));
                 out.push('\n');
             }
