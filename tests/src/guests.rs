@@ -1,12 +1,13 @@
 //! Real wasm guests for the tests: the example plugins and the hostile guests, built for
 //! `wasm32-wasip2` once per test process (cargo's own lock makes concurrent processes wait for
-//! one another rather than build twice).
+//! one another rather than build twice), and loaded into a plugin host.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
+use wazoo::{Client, Plugin, PluginHost, Policy};
 
 /// The workspace root.
 fn root() -> PathBuf {
@@ -33,6 +34,30 @@ pub fn guest(name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// The compile cache every test's plugin host shares (`PluginHostConfig::cache_dir`), so that
+/// each component is compiled once per machine rather than once per test.
+pub fn test_cache_dir() -> PathBuf {
+    std::env::temp_dir().join("wazoo-test-cache")
+}
+
+/// Loads the guest crate `crate_name` into `host` as plugin `name` on `zk`, with `policy` and
+/// `config`; a refusal fails the test, naming the crate.
+pub fn load_guest(
+    host: &PluginHost,
+    zk: &Client,
+    name: &str,
+    crate_name: &str,
+    policy: Policy,
+    config: &[(&str, &str)],
+) -> Plugin {
+    let config = config
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    host.load_file(zk, name, &guest(crate_name), policy, config)
+        .unwrap_or_else(|e| panic!("loading {crate_name}: {e}"))
 }
 
 fn build() -> Result<()> {

@@ -10,6 +10,11 @@
 //!   after the reply to a chosen request type.
 //! * [`TestPki`] and [`ServerSecurity`]: certificates made per run, and servers
 //!   with a TLS client port and/or SASL DIGEST-MD5 users.
+//! * [`shared_server`] and [`fresh_chroot`]: one server per test binary, a chroot per test.
+//! * [`guest`], [`load_guest`]: the wasm guests, built once and loaded into a plugin host.
+//! * [`Proxied`], [`next_state`], [`await_state`], [`await_data`]: common setups and bounded
+//!   waits on events.
+//! * [`frames`]: ZooKeeper's framing by hand, for tests that speak the protocol themselves.
 //! * [`free_port`], [`four_letter_word`], [`init_tracing`], [`wait_until`].
 //! * [`chaos`]: the chaos soak's seeded fault plan, request ledger, invariant
 //!   checker and memory sampling (`tests/tests/soak.rs`).
@@ -33,6 +38,8 @@
 //! multi-thread runtime flavour so that other tasks keep running meanwhile.
 
 pub mod chaos;
+mod fixtures;
+pub mod frames;
 mod guests;
 mod proxy;
 mod secure;
@@ -42,10 +49,11 @@ mod zk;
 
 use std::time::Duration;
 
-pub use guests::guest;
+pub use fixtures::{fresh_chroot, shared_server};
+pub use guests::{guest, load_guest, test_cache_dir};
 pub use proxy::FaultProxy;
 pub use secure::{CertFiles, ClientAuth, ServerSecurity, ServerTls, TestPki};
-pub use support::{await_state, next_state, Proxied};
+pub use support::{await_data, await_state, next_state, Proxied};
 pub use util::{four_letter_word, free_port};
 pub use zk::{Ensemble, EnsembleBuilder, ZkServer, ZkServerBuilder};
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wazoo::{Client, SessionState, StateEvents};
+use wazoo::{Client, Error, SessionState, StateEvents};
 
 use crate::{FaultProxy, ZkServer};
 
@@ -67,6 +67,29 @@ pub async fn await_state(events: &mut StateEvents, want: SessionState, wait: Dur
             .expect("the client is open");
         if ev.state == want {
             return;
+        }
+    }
+}
+
+/// Waits, on watches rather than by polling, until `path` holds `want`; false if it did not
+/// within `wait` (or a read failed).
+pub async fn await_data(zk: &Client, path: &str, want: &[u8], wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let changed = match zk.get_data_watch(path).await {
+            Ok((d, _, _)) if d == want => return true,
+            Ok((_, _, w)) => w,
+            Err(Error::NoNode) => match zk.exists_watch(path).await {
+                Ok((_, w)) => w,
+                Err(_) => return false,
+            },
+            Err(_) => return false,
+        };
+        if tokio::time::timeout_at(deadline, changed.changed())
+            .await
+            .is_err()
+        {
+            return false;
         }
     }
 }

@@ -3,14 +3,10 @@
 
 use std::time::Duration;
 
-use wazoo::{Client, CreateMode, Error, SessionState, StateEvents};
-use wazoo_tests::Ensemble;
+use wazoo::{Client, CreateMode, Error, SessionState};
+use wazoo_tests::{await_state, Ensemble};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn await_state(events: &mut StateEvents, want: SessionState) {
-    wazoo_tests::await_state(events, want, WAIT).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_the_session_and_its_ephemerals_survive_and_no_request_is_lost() {
@@ -110,7 +106,7 @@ async fn read_only_mode_when_quorum_is_lost_and_back_when_it_returns() {
     let survivors: Vec<usize> = (0..3).collect();
     ens.stop(survivors[0]);
     ens.stop(survivors[1]);
-    await_state(&mut states, SessionState::ConnectedReadOnly).await;
+    await_state(&mut states, SessionState::ConnectedReadOnly, WAIT).await;
     assert_eq!(
         zk.get_data("/ro").await.unwrap().0,
         b"data",
@@ -123,6 +119,6 @@ async fn read_only_mode_when_quorum_is_lost_and_back_when_it_returns() {
     // Quorum returns: the client finds a read-write server by itself.
     ens.start_again(survivors[0]).unwrap();
     ens.start_again(survivors[1]).unwrap();
-    await_state(&mut states, SessionState::Connected).await;
+    await_state(&mut states, SessionState::Connected, WAIT).await;
     zk.set_data("/ro", b"rw again", None).await.unwrap();
 }

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use wazoo::{Client, Error};
+use wazoo_tests::frames::{frame, read_frame};
 
 /// What the fake server does after the handshake, on the first request of a connection.
 #[derive(Clone, Copy, Debug)]
@@ -24,20 +25,6 @@ enum Misbehaviour {
     TruncatedBody,
     /// Garbage bytes instead of a frame, then the connection closes.
     GarbageThenClose,
-}
-
-async fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).await.ok()?;
-    let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut buf).await.ok()?;
-    Some(buf)
-}
-
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut f = (payload.len() as i32).to_be_bytes().to_vec();
-    f.extend_from_slice(payload);
-    f
 }
 
 /// Serves connections; reports the session id each ConnectRequest carried.

@@ -4,12 +4,12 @@
 //! (this test does not depend on the wazoo client).
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wazoo_tests::{four_letter_word, wait_until, Ensemble, FaultProxy, ZkServer};
+use wazoo_tests::frames::{self, be_i32, be_i64, frame, put_string};
+use wazoo_tests::{four_letter_word, shared_server, wait_until, Ensemble, FaultProxy, ZkServer};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// How long a read must stay silent to count as "nothing arrives".
@@ -21,49 +21,15 @@ const OP_GET_DATA: i32 = 4;
 const ERR_OK: i32 = 0;
 const ERR_NO_NODE: i32 = -101;
 
-/// One server shared by the proxy tests (killed by its watchdog when the
-/// test process exits).
-fn shared_server() -> &'static ZkServer {
-    static SERVER: OnceLock<ZkServer> = OnceLock::new();
-    SERVER.get_or_init(|| ZkServer::start().expect("start ZooKeeper"))
-}
-
 // ---------------------------------------------------------------------------
 // A minimal hand-made ZooKeeper client: just enough framing for the tests.
 
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut f = (payload.len() as i32).to_be_bytes().to_vec();
-    f.extend_from_slice(payload);
-    f
-}
-
-fn put_string(buf: &mut Vec<u8>, s: &str) {
-    buf.extend_from_slice(&(s.len() as i32).to_be_bytes());
-    buf.extend_from_slice(s.as_bytes());
-}
-
-fn be_i32(b: &[u8]) -> i32 {
-    i32::from_be_bytes(b[..4].try_into().unwrap())
-}
-
-fn be_i64(b: &[u8]) -> i64 {
-    i64::from_be_bytes(b[..8].try_into().unwrap())
-}
-
 /// Reads one length-prefixed frame, failing after `WAIT`.
 async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
-    tokio::time::timeout(WAIT, async {
-        let mut len = [0u8; 4];
-        stream.read_exact(&mut len).await.expect("a frame length");
-        let mut payload = vec![0u8; be_i32(&len) as usize];
-        stream
-            .read_exact(&mut payload)
-            .await
-            .expect("a frame payload");
-        payload
-    })
-    .await
-    .expect("a frame in time")
+    tokio::time::timeout(WAIT, frames::read_frame(stream))
+        .await
+        .expect("a frame in time")
+        .expect("a whole frame before the end of the stream")
 }
 
 /// Waits until the peer closes: a read returns end-of-stream or an error.

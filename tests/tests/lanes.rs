@@ -15,10 +15,6 @@ use wazoo_tests::Proxied;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn setup(tick_ms: u64, session: Duration) -> Proxied {
-    Proxied::start(tick_ms, session).await
-}
-
 /// Receives from a std channel without blocking the async runtime.
 async fn recv<T: Send + 'static>(rx: &Arc<Mutex<mpsc::Receiver<T>>>, what: &str) -> T {
     let rx = rx.clone();
@@ -42,7 +38,7 @@ fn channel<T>() -> (mpsc::Sender<T>, Arc<Mutex<mpsc::Receiver<T>>>) {
 async fn the_seeds_deadlock_cannot_happen() {
     // Kazoo's design note: a watch callback that makes a blocking query while the connection is
     // lost must not stop the client from learning it has reconnected.
-    let s = setup(2000, Duration::from_secs(10)).await;
+    let s = Proxied::start(2000, Duration::from_secs(10)).await;
     s.direct
         .create("/seed", b"v0", CreateMode::Persistent)
         .await
@@ -93,7 +89,7 @@ async fn the_seeds_deadlock_cannot_happen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_listener_may_call_zookeeper_synchronously() {
-    let s = setup(2000, Duration::from_secs(10)).await;
+    let s = Proxied::start(2000, Duration::from_secs(10)).await;
     s.direct
         .create("/from-listener", b"hello", CreateMode::Persistent)
         .await
@@ -122,7 +118,7 @@ async fn a_state_listener_may_call_zookeeper_synchronously() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_lane_delays_neither_other_lane_nor_the_session() {
     // tickTime 1000 lets the server grant a 4 s session.
-    let s = setup(1000, Duration::from_secs(4)).await;
+    let s = Proxied::start(1000, Duration::from_secs(4)).await;
     assert_eq!(s.zk.negotiated_timeout(), Duration::from_secs(4));
     s.direct
         .create("/iso", b"", CreateMode::Persistent)
@@ -172,7 +168,7 @@ async fn a_blocked_lane_delays_neither_other_lane_nor_the_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_recursive_watch_events_arrive_in_order() {
-    let s = setup(2000, Duration::from_secs(10)).await;
+    let s = Proxied::start(2000, Duration::from_secs(10)).await;
     s.direct
         .create("/ord", b"", CreateMode::Persistent)
         .await
@@ -239,7 +235,7 @@ async fn ten_thousand_recursive_watch_events_arrive_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completions_run_in_request_order_exactly_once_across_drop_and_expiry() {
-    let s = setup(500, Duration::from_secs(2)).await;
+    let s = Proxied::start(500, Duration::from_secs(2)).await;
     s.direct
         .create("/c", b"x", CreateMode::Persistent)
         .await
@@ -305,7 +301,7 @@ async fn completions_run_in_request_order_exactly_once_across_drop_and_expiry() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_watch_and_children_watch_across_reconnect_and_expiry() {
-    let s = setup(500, Duration::from_secs(2)).await;
+    let s = Proxied::start(500, Duration::from_secs(2)).await;
     let (dtx, data) = channel();
     let dw = DataWatch::new(&s.zk, "/dw", move |v, ev| {
         dtx.send((v.map(|(d, _)| d), ev.map(|e| e.event_type)))
@@ -409,7 +405,7 @@ async fn data_watch_and_children_watch_across_reconnect_and_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_callback_is_contained() {
-    let s = setup(2000, Duration::from_secs(10)).await;
+    let s = Proxied::start(2000, Duration::from_secs(10)).await;
     s.zk.get_data("/")
         .rawlink(|_, _| panic!("callback bug"))
         .unwrap();

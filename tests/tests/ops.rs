@@ -3,7 +3,6 @@
 //! One server is shared by the tests of this file; each test works under a chroot of its own so
 //! they cannot see each other.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use wazoo::{
@@ -11,27 +10,12 @@ use wazoo::{
     EventType, LaneKind, Op, OpResult, Perms, ReadOp, ReadResult, SessionState, WatchedEvent,
     WatcherType,
 };
-use wazoo_tests::ZkServer;
-
-fn server() -> &'static ZkServer {
-    static S: OnceLock<ZkServer> = OnceLock::new();
-    S.get_or_init(|| ZkServer::start().expect("start ZooKeeper"))
-}
+use wazoo_tests::{fresh_chroot, shared_server};
 
 /// A client chrooted at a fresh node named after the test.
 async fn client(name: &str) -> Client {
     wazoo_tests::init_tracing();
-    let root = format!("/ops-{name}");
-    let admin = Client::connect(&server().connect_string())
-        .await
-        .expect("connect");
-    let _ = admin.delete_recursive(&root).await;
-    admin
-        .create(&root, b"", CreateMode::Persistent)
-        .await
-        .expect("create test root");
-    admin.close().await;
-    Client::connect(&format!("{}{}", server().connect_string(), root))
+    Client::connect(&fresh_chroot(shared_server(), &format!("/ops-{name}")).await)
         .await
         .expect("connect chrooted")
 }
@@ -231,7 +215,7 @@ async fn create_modes_sequential_ephemeral_container_ttl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acls_and_digest_auth() {
     let zk = client("acl").await;
-    let owner = Client::connect(&format!("{}/ops-acl", server().connect_string()))
+    let owner = Client::connect(&format!("{}/ops-acl", shared_server().connect_string()))
         .await
         .unwrap();
     owner.add_auth("digest", b"alice:secret").await.unwrap();
@@ -363,7 +347,7 @@ async fn multi_is_atomic_and_reports_each_op() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_shot_watches_fire_once() {
     let zk = client("watch").await;
-    let other = Client::connect(&format!("{}/ops-watch", server().connect_string()))
+    let other = Client::connect(&format!("{}/ops-watch", shared_server().connect_string()))
         .await
         .unwrap();
     let (none, w_exist) = zk.exists_watch("/n").await.unwrap();
@@ -421,9 +405,12 @@ async fn one_shot_watches_fire_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_and_recursive_watches() {
     let zk = client("persistent").await;
-    let other = Client::connect(&format!("{}/ops-persistent", server().connect_string()))
-        .await
-        .unwrap();
+    let other = Client::connect(&format!(
+        "{}/ops-persistent",
+        shared_server().connect_string()
+    ))
+    .await
+    .unwrap();
     other
         .create("/p", b"", CreateMode::Persistent)
         .await
@@ -512,7 +499,7 @@ async fn persistent_and_recursive_watches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_ends_the_session_and_its_ephemerals() {
     let zk = client("close").await;
-    let watcher = Client::connect(&format!("{}/ops-close", server().connect_string()))
+    let watcher = Client::connect(&format!("{}/ops-close", shared_server().connect_string()))
         .await
         .unwrap();
     zk.create("/e", b"", CreateMode::Ephemeral).await.unwrap();
@@ -714,7 +701,9 @@ async fn a_sequential_child_of_the_root_stays_inside_the_chroot() {
     let (mut children, _) = zk.get_children("/").await.unwrap();
     children.sort();
     assert_eq!(children, vec![p[1..].to_string(), q[1..].to_string()]);
-    let admin = Client::connect(&server().connect_string()).await.unwrap();
+    let admin = Client::connect(&shared_server().connect_string())
+        .await
+        .unwrap();
     let (top, _) = admin.get_children("/").await.unwrap();
     assert!(
         !top.iter().any(|c| c.starts_with("ops-seqroot0")),
@@ -731,7 +720,7 @@ async fn a_sequential_child_of_the_root_stays_inside_the_chroot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_shot_and_persistent_watches_share_a_path() {
     let zk = client("mixed").await;
-    let other = Client::connect(&format!("{}/ops-mixed", server().connect_string()))
+    let other = Client::connect(&format!("{}/ops-mixed", shared_server().connect_string()))
         .await
         .unwrap();
     other

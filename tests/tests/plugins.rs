@@ -9,7 +9,7 @@ use wazoo::{
     Binding, Client, CreateMode, IsolationMode, Op, Plugin, PluginError, PluginHost,
     PluginHostConfig, Policy, SessionState, WatcherType,
 };
-use wazoo_tests::{guest, FaultProxy, ZkServer};
+use wazoo_tests::{fresh_chroot, guest, load_guest, shared_server, test_cache_dir, FaultProxy};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -74,15 +74,9 @@ fn count_logged(needles: &[&str]) -> usize {
 
 // ---- shared server, per-test chroots ----
 
-fn server() -> &'static ZkServer {
-    static S: OnceLock<ZkServer> = OnceLock::new();
-    S.get_or_init(|| ZkServer::start().expect("start ZooKeeper"))
-}
-
 fn host(isolation: IsolationMode) -> PluginHost {
-    let cache = std::env::temp_dir().join("wazoo-test-cache");
     PluginHost::new(PluginHostConfig {
-        cache_dir: Some(cache),
+        cache_dir: Some(test_cache_dir()),
         isolation,
         ..Default::default()
     })
@@ -93,44 +87,18 @@ fn host(isolation: IsolationMode) -> PluginHost {
 async fn client(name: &str, proxy: Option<&FaultProxy>) -> (Client, Client) {
     init_log();
     let root = format!("/plugins-{name}");
-    let admin = Client::connect(&server().connect_string())
-        .await
-        .expect("connect");
-    let _ = admin.delete_recursive(&root).await;
-    admin
-        .create(&root, b"", CreateMode::Persistent)
-        .await
-        .unwrap();
-    admin.close().await;
-    let hosts = proxy
-        .map(|p| p.connect_string())
-        .unwrap_or_else(|| server().connect_string());
-    let zk = Client::builder(&format!("{hosts}{root}"))
+    let chrooted = fresh_chroot(shared_server(), &root).await;
+    let hosts = proxy.map_or(chrooted.clone(), |p| {
+        format!("{}{root}", p.connect_string())
+    });
+    let zk = Client::builder(&hosts)
         .session_timeout(Duration::from_secs(4))
         .max_backoff(Duration::from_millis(200))
         .connect()
         .await
         .unwrap();
-    let direct = Client::connect(&format!("{}{root}", server().connect_string()))
-        .await
-        .unwrap();
+    let direct = Client::connect(&chrooted).await.unwrap();
     (zk, direct)
-}
-
-fn load(
-    host: &PluginHost,
-    zk: &Client,
-    name: &str,
-    crate_name: &str,
-    policy: Policy,
-    config: &[(&str, &str)],
-) -> Plugin {
-    let config = config
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    host.load_file(zk, name, &guest(crate_name), policy, config)
-        .unwrap_or_else(|e| panic!("loading {crate_name}: {e}"))
 }
 
 async fn await_node(zk: &Client, path: &str) -> Vec<u8> {
@@ -149,21 +117,13 @@ async fn await_node(zk: &Client, path: &str) -> Vec<u8> {
     }
 }
 
+/// Fails the test unless `path` comes to hold `want` within `WAIT`.
 async fn await_data(zk: &Client, path: &str, want: &[u8]) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok((d, _)) = zk.get_data(path).await {
-            if d == want {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path} never held {:?}",
-            String::from_utf8_lossy(want)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        wazoo_tests::await_data(zk, path, want, WAIT).await,
+        "{path} never held {:?}",
+        String::from_utf8_lossy(want)
+    );
 }
 
 /// The data of every child of `path`, in name order (sequential children: creation order).
@@ -212,7 +172,7 @@ async fn audit_log_logs_every_change() {
         .create("/app", b"", CreateMode::Persistent)
         .await
         .unwrap();
-    let p = load(
+    let p = load_guest(
         &h,
         &zk,
         "audit-t1",
@@ -247,7 +207,7 @@ async fn config_mirror_copies_config_to_mirror() {
         .create("/config/db", b"postgres://a", CreateMode::Persistent)
         .await
         .unwrap();
-    let p = load(
+    let p = load_guest(
         &h,
         &zk,
         "mirror-t",
@@ -285,7 +245,7 @@ async fn config_mirror_copies_config_to_mirror() {
 async fn session_reporter_writes_its_state_into_an_ephemeral() {
     let (zk, direct) = client("reporter", None).await;
     let h = host(IsolationMode::Shared);
-    let p = load(
+    let p = load_guest(
         &h,
         &zk,
         "reporter-t",
@@ -320,7 +280,7 @@ async fn async_counter_counts_with_completions() {
         .create("/counter", b"0", CreateMode::Persistent)
         .await
         .unwrap();
-    let p = load(
+    let p = load_guest(
         &h,
         &zk,
         "counter-t",
@@ -342,7 +302,7 @@ async fn async_counter_counts_with_completions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_scenario_in_wasm() {
     init_log();
-    let proxy = FaultProxy::start(server().addr()).unwrap();
+    let proxy = FaultProxy::start(shared_server().addr()).unwrap();
     let (zk, direct) = client("seed", Some(&proxy)).await;
     let h = host(IsolationMode::Shared);
     direct
@@ -353,7 +313,7 @@ async fn the_seeds_scenario_in_wasm() {
         .create("/states", b"", CreateMode::Persistent)
         .await
         .unwrap();
-    let p = load(
+    let p = load_guest(
         &h,
         &zk,
         "seed-t",
@@ -396,7 +356,7 @@ async fn the_seeds_scenario_in_wasm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spinning_guest_is_cut_at_its_budget_and_nothing_else_waits() {
     init_log();
-    let proxy = FaultProxy::start(server().addr()).unwrap();
+    let proxy = FaultProxy::start(shared_server().addr()).unwrap();
     let (zk, direct) = client("spin", Some(&proxy)).await;
     assert_eq!(zk.negotiated_timeout(), Duration::from_secs(4));
     let sid = zk.session_id();
@@ -406,7 +366,7 @@ async fn a_spinning_guest_is_cut_at_its_budget_and_nothing_else_waits() {
         .await
         .unwrap();
     let budget = Duration::from_secs(3);
-    let p = load(
+    let p = load_guest(
         &h,
         &zk,
         "spin-t",
@@ -500,7 +460,7 @@ async fn per_plugin_lanes_keep_one_tenant_from_stalling_another() {
         .create("/sink", b"", CreateMode::Persistent)
         .await
         .unwrap();
-    let a = load(
+    let a = load_guest(
         &h,
         &zk,
         "tenant-a",
@@ -511,7 +471,7 @@ async fn per_plugin_lanes_keep_one_tenant_from_stalling_another() {
         },
         &[],
     );
-    let b = load(&h, &zk, "tenant-b", "echo", all(), &[("sink", "/sink")]);
+    let b = load_guest(&h, &zk, "tenant-b", "echo", all(), &[("sink", "/sink")]);
     a.bind(Binding::PersistentRecursive("/t".into()))
         .await
         .unwrap();
@@ -562,11 +522,11 @@ async fn hostile_guests_are_contained() {
         ..Policy::default().read(["/h"])
     };
     let plugins = [
-        load(&h, &zk, "bomb-t", "memory-bomb", small.clone(), &[]),
-        load(&h, &zk, "recursion-t", "deep-recursion", small.clone(), &[]),
-        load(&h, &zk, "panic-t", "panic", small.clone(), &[]),
+        load_guest(&h, &zk, "bomb-t", "memory-bomb", small.clone(), &[]),
+        load_guest(&h, &zk, "recursion-t", "deep-recursion", small.clone(), &[]),
+        load_guest(&h, &zk, "panic-t", "panic", small.clone(), &[]),
     ];
-    let escape = load(
+    let escape = load_guest(
         &h,
         &zk,
         "escape-t",
@@ -574,8 +534,8 @@ async fn hostile_guests_are_contained() {
         Policy::default().read(["/h"]).write(["/allowed"]),
         &[("forbidden", "/secret"), ("allowed", "/allowed/ok")],
     );
-    let wasi = load(&h, &zk, "wasi-t", "wasi-escape", small.clone(), &[]);
-    let big = load(
+    let wasi = load_guest(&h, &zk, "wasi-t", "wasi-escape", small.clone(), &[]);
+    let big = load_guest(
         &h,
         &zk,
         "big-t",
@@ -587,7 +547,7 @@ async fn hostile_guests_are_contained() {
         &[("path", "/allowed/big"), ("bytes", "2097152")],
     );
     // Slow but legitimate: it waits on ZooKeeper far longer than its compute budget.
-    let slow = load(
+    let slow = load_guest(
         &h,
         &zk,
         "slow-t",
@@ -602,7 +562,7 @@ async fn hostile_guests_are_contained() {
         .create("/allowed/slow-done", b"", CreateMode::Persistent)
         .await
         .unwrap();
-    let echo = load(
+    let echo = load_guest(
         &h,
         &zk,
         "bystander-t",
@@ -678,7 +638,7 @@ async fn a_plugin_that_keeps_crashing_is_disabled() {
         .create("/d", b"", CreateMode::Persistent)
         .await
         .unwrap();
-    let p = load(
+    let p = load_guest(
         &h,
         &zk,
         "crashy-t",
@@ -844,7 +804,7 @@ async fn reload_swaps_the_code_and_keeps_watches_and_session() {
         .create("/sink", b"", CreateMode::Persistent)
         .await
         .unwrap();
-    let p = load(
+    let p = load_guest(
         &h,
         &zk,
         "reload-t",
@@ -891,7 +851,7 @@ async fn reload_swaps_the_code_and_keeps_watches_and_session() {
 async fn drain_handles_every_queued_event_then_takes_no_more() {
     let (zk, _direct) = client("drain", None).await;
     let h = host(IsolationMode::PerPlugin);
-    let p = load(&h, &zk, "drain-t", "noop", Policy::default(), &[]);
+    let p = load_guest(&h, &zk, "drain-t", "noop", Policy::default(), &[]);
     for i in 0..500 {
         assert!(p.inject_watch("/x", i));
     }
@@ -912,7 +872,7 @@ async fn drain_handles_every_queued_event_then_takes_no_more() {
 async fn an_exists_binding_hears_creation_and_deletion_and_stays_armed() {
     let (zk, direct) = client("exists", None).await;
     let h = host(IsolationMode::PerPlugin);
-    let p = load(
+    let p = load_guest(
         &h,
         &zk,
         "exists-t",
@@ -979,8 +939,8 @@ async fn guest_lanes_count_events_and_time_them_per_plugin() {
     let (zk, _direct) = client("lane-metrics", None).await;
     for isolation in [IsolationMode::PerPlugin, IsolationMode::Shared] {
         let h = host(isolation);
-        let a = load(&h, &zk, "metrics-a", "noop", Policy::default(), &[]);
-        let b = load(&h, &zk, "metrics-b", "noop", Policy::default(), &[]);
+        let a = load_guest(&h, &zk, "metrics-a", "noop", Policy::default(), &[]);
+        let b = load_guest(&h, &zk, "metrics-b", "noop", Policy::default(), &[]);
         for i in 0..200 {
             assert!(a.inject_watch("/x", i));
         }
@@ -1017,7 +977,7 @@ async fn dropping_the_host_and_its_plugins_stops_threads_and_releases_instances(
         .create("/w", b"", CreateMode::Persistent)
         .await
         .unwrap();
-    let p = load(&h, &zk, "drop-t", "echo", all(), &[]);
+    let p = load_guest(&h, &zk, "drop-t", "echo", all(), &[]);
     p.bind(Binding::Session).await.unwrap();
     p.bind(Binding::PersistentRecursive("/w".into()))
         .await
@@ -1084,7 +1044,7 @@ async fn a_guests_own_watch_is_one_shot() {
         .create("/barrier", b"", CreateMode::Persistent)
         .await
         .unwrap();
-    let p = load(
+    let p = load_guest(
         &h,
         &zk,
         "self-watch-t",
@@ -1136,7 +1096,7 @@ async fn plugins_of_one_component_share_its_code() {
     let (zk, direct) = client("share", None).await;
     let h = host(IsolationMode::PerPlugin);
     let sink = Policy::default().write(["/sink"]);
-    let a = load(
+    let a = load_guest(
         &h,
         &zk,
         "share-a",
@@ -1144,7 +1104,7 @@ async fn plugins_of_one_component_share_its_code() {
         sink.clone(),
         &[("sink", "/sink")],
     );
-    let b = load(
+    let b = load_guest(
         &h,
         &zk,
         "share-b",
@@ -1153,7 +1113,7 @@ async fn plugins_of_one_component_share_its_code() {
         &[("sink", "/sink")],
     );
     assert_eq!(h.prepared_components(), 1, "one echo component");
-    let c = load(&h, &zk, "share-c", "noop", all(), &[]);
+    let c = load_guest(&h, &zk, "share-c", "noop", all(), &[]);
     assert_eq!(h.prepared_components(), 2);
     // Each plugin has its own instances (and state): both handle an event.
     a.inject_watch("/a", 1);
@@ -1203,7 +1163,7 @@ async fn await_handled(p: &Plugin, lane: wazoo::LaneKind, n: u64) {
 async fn a_burst_runs_in_one_call_in_order_and_a_trap_loses_only_its_event() {
     let (zk, direct) = client("burst", None).await;
     let h = host(IsolationMode::PerPlugin);
-    let p = load(
+    let p = load_guest(
         &h,
         &zk,
         "burst-t",
@@ -1265,7 +1225,7 @@ async fn each_event_of_a_burst_has_its_own_budget_and_wall_clock_limit() {
     // Each event: 200 ms of guest execution, then 350 ms waiting on ZooKeeper (sync after
     // sync; the imports themselves cost the guest some CPU too, tens of ms under load).
     let (budget, wall) = (Duration::from_millis(300), Duration::from_secs(1));
-    let p = load(
+    let p = load_guest(
         &h,
         &zk,
         "burst-limits",
@@ -1296,7 +1256,7 @@ async fn each_event_of_a_burst_has_its_own_budget_and_wall_clock_limit() {
 async fn completions_queued_behind_each_other_reach_the_guest_in_one_call() {
     let (zk, direct) = client("burst-completions", None).await;
     let h = host(IsolationMode::PerPlugin);
-    let p = load(
+    let p = load_guest(
         &h,
         &zk,
         "burst-c",
@@ -1342,7 +1302,7 @@ async fn completions_queued_behind_each_other_reach_the_guest_in_one_call() {
 async fn a_burst_on_a_shared_lane_keeps_the_lanes_order_across_plugins() {
     let (zk, direct) = client("burst-shared", None).await;
     let h = host(IsolationMode::Shared);
-    let a = load(
+    let a = load_guest(
         &h,
         &zk,
         "burst-sa",
@@ -1350,7 +1310,7 @@ async fn a_burst_on_a_shared_lane_keeps_the_lanes_order_across_plugins() {
         all(),
         &[("sink", "/sink"), ("hold-watch", "/gate")],
     );
-    let b = load(&h, &zk, "burst-sb", "burst", all(), &[("sink", "/sink")]);
+    let b = load_guest(&h, &zk, "burst-sb", "burst", all(), &[("sink", "/sink")]);
     // One lane for both: A's run of events must stop where B's event comes.
     assert!(a.inject_watch("/a1", 1));
     assert!(b.inject_watch("/b1", 2));
@@ -1387,7 +1347,7 @@ async fn a_guest_without_the_lane_interface_gets_one_call_per_event() {
     assert!(!imports_lane(&bytes));
     assert!(imports_lane(&std::fs::read(guest("burst")).unwrap()));
     let h = host(IsolationMode::PerPlugin);
-    let p = load(
+    let p = load_guest(
         &h,
         &zk,
         "unbatched-t",
@@ -1417,7 +1377,7 @@ async fn a_guest_without_the_lane_interface_gets_one_call_per_event() {
 async fn lane_threads_spread_plugins_and_keep_each_lane_on_its_thread() {
     let (zk, _direct) = client("lane-threads", None).await;
     let h = PluginHost::new(PluginHostConfig {
-        cache_dir: Some(std::env::temp_dir().join("wazoo-test-cache")),
+        cache_dir: Some(test_cache_dir()),
         isolation: IsolationMode::PerPlugin,
         lane_threads: 2,
         ..Default::default()
@@ -1425,7 +1385,7 @@ async fn lane_threads_spread_plugins_and_keep_each_lane_on_its_thread() {
     .expect("plugin host");
     // Plugins take the threads of each kind in turn; all of a lane's events run on its thread.
     let plugins: Vec<Plugin> = (0..3)
-        .map(|i| load(&h, &zk, &format!("spread-{i}"), "burst", all(), &[]))
+        .map(|i| load_guest(&h, &zk, &format!("spread-{i}"), "burst", all(), &[]))
         .collect();
     for round in 0..3 {
         for p in &plugins {
@@ -1449,7 +1409,7 @@ async fn lane_threads_spread_plugins_and_keep_each_lane_on_its_thread() {
     let mut plugins = plugins;
     drop(plugins.remove(2));
     drop(plugins.remove(0));
-    let gap = load(&h, &zk, "spread-gap", "burst", all(), &[]);
+    let gap = load_guest(&h, &zk, "spread-gap", "burst", all(), &[]);
     assert!(gap.inject_watch("/gap", 0));
     await_handled(&gap, wazoo::LaneKind::Watch, 1).await;
     let line = logged(&["spread-gap", "watch /gap"]).await;
@@ -1495,8 +1455,9 @@ async fn the_compilation_cache_is_named_by_sha256_and_a_damaged_entry_is_recompi
             .unwrap_or_default()
     };
     let sink = Policy::default().write(["/sink"]);
-    let echo =
-        |h: &PluginHost, name: &str| load(h, &zk, name, "echo", sink.clone(), &[("sink", "/sink")]);
+    let echo = |h: &PluginHost, name: &str| {
+        load_guest(h, &zk, name, "echo", sink.clone(), &[("sink", "/sink")])
+    };
 
     // Compiled once, cached under the component's SHA-256.
     let h = host_with_cache();
@@ -1589,7 +1550,7 @@ async fn the_compilation_cache_trusts_only_what_its_own_user_could_have_written(
     };
     let sink = Policy::default().write(["/sink-trust"]);
     let echo = |h: &PluginHost, name: &str| {
-        load(
+        load_guest(
             h,
             &zk,
             name,
@@ -1719,7 +1680,7 @@ async fn the_compilation_cache_keeps_to_its_size_by_dropping_the_least_recently_
     // Three components cached; then made used three, two and one hours ago.
     let h = host(u64::MAX);
     for (i, c) in ["echo", "noop", "burst"].into_iter().enumerate() {
-        drop(load(
+        drop(load_guest(
             &h,
             &zk,
             &format!("size-{i}"),
@@ -1767,13 +1728,27 @@ async fn the_compilation_cache_keeps_to_its_size_by_dropping_the_least_recently_
 
     // Loading marks an artifact used: noop, loaded now, outlives burst when echo comes back
     // (compiled again) and the three no longer fit.
-    drop(load(&h, &zk, "size-noop", "noop", policy.clone(), &sink));
+    drop(load_guest(
+        &h,
+        &zk,
+        "size-noop",
+        "noop",
+        policy.clone(),
+        &sink,
+    ));
     assert_eq!(
         count_logged(&["size-noop", "recompiling"]),
         0,
         "noop came from the cache"
     );
-    drop(load(&h, &zk, "size-echo", "echo", policy.clone(), &sink));
+    drop(load_guest(
+        &h,
+        &zk,
+        "size-echo",
+        "echo",
+        policy.clone(),
+        &sink,
+    ));
     let echo = artifact("echo").expect("echo cached again");
     assert!(noop.exists(), "the artifact just loaded stays");
     assert!(!burst.exists(), "the one not loaded since goes");
@@ -1814,7 +1789,7 @@ async fn freed_pool_slots_go_to_the_next_plugins_before_fresh_ones() {
         let (h, zk) = (h.clone(), zk.clone());
         async move {
             let plugins: Vec<Plugin> = (0..5)
-                .map(|i| load(&h, &zk, &format!("{tag}-{i}"), component, all(), &[]))
+                .map(|i| load_guest(&h, &zk, &format!("{tag}-{i}"), component, all(), &[]))
                 .collect();
             for p in &plugins {
                 assert!(p.inject_watch("/warm", 1));

@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use wazoo::{
     Acl, AddWatchMode, Client, ClientBuilder, CreateMode, Error, EventType, Perms, SaslConfig,
-    SessionState, StateEvents, TlsConfig, TlsErrorKind,
+    SessionState, TlsConfig, TlsErrorKind,
 };
-use wazoo_tests::{ClientAuth, Ensemble, FaultProxy, ServerSecurity, TestPki, ZkServer};
+use wazoo_tests::{
+    await_state, ClientAuth, Ensemble, FaultProxy, ServerSecurity, TestPki, ZkServer,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// How long a refused connection may take to be reported (it must not wait for the timeout).
@@ -55,10 +57,6 @@ fn builder(connect: &str) -> ClientBuilder {
         .session_timeout(Duration::from_secs(10))
         .max_backoff(Duration::from_millis(200))
         .wait_for_connection(WAIT)
-}
-
-async fn await_state(events: &mut StateEvents, want: SessionState) {
-    wazoo_tests::await_state(events, want, WAIT).await
 }
 
 /// Connecting must fail, promptly, with a TLS error of this kind.
@@ -129,14 +127,14 @@ async fn tls_connect_operate_reconnect_and_restore_watches() {
         .unwrap();
     let sid = zk.session_id();
     let mut states = zk.state_events();
-    await_state(&mut states, SessionState::Connected).await;
+    await_state(&mut states, SessionState::Connected, WAIT).await;
 
     proxy.set_reject(true);
     proxy.drop_connections();
-    await_state(&mut states, SessionState::Suspended).await;
+    await_state(&mut states, SessionState::Suspended, WAIT).await;
     direct.set_data("/tls/w", b"missed", None).await.unwrap();
     proxy.set_reject(false);
-    await_state(&mut states, SessionState::Connected).await;
+    await_state(&mut states, SessionState::Connected, WAIT).await;
     assert_eq!(zk.session_id(), sid, "the session was resumed over TLS");
 
     let ev = tokio::time::timeout(WAIT, one_shot.changed())
@@ -367,10 +365,10 @@ async fn sasl_digest_md5_authenticates_admits_by_acl_and_reauthenticates() {
     // A new connection of the same session authenticates again before anything else.
     let sid = zk.session_id();
     let mut states = zk.state_events();
-    await_state(&mut states, SessionState::Connected).await;
+    await_state(&mut states, SessionState::Connected, WAIT).await;
     proxy.drop_connections();
-    await_state(&mut states, SessionState::Suspended).await;
-    await_state(&mut states, SessionState::Connected).await;
+    await_state(&mut states, SessionState::Suspended, WAIT).await;
+    await_state(&mut states, SessionState::Connected, WAIT).await;
     assert_eq!(zk.session_id(), sid);
     assert!(proxy.accepted_total() >= 2, "it really reconnected");
     assert_eq!(zk.get_data("/sasl-bob").await.unwrap().0, b"for bob");
@@ -493,7 +491,7 @@ async fn tls_on_an_ensemble_with_failover_and_the_read_only_probe() {
         .unwrap();
     let sid = zk.session_id();
     let mut states = zk.state_events();
-    await_state(&mut states, SessionState::Connected).await;
+    await_state(&mut states, SessionState::Connected, WAIT).await;
 
     // Failover: the leader dies, the session moves to another member over TLS.
     let leader = ens.leader().unwrap();
@@ -527,7 +525,7 @@ async fn tls_on_an_ensemble_with_failover_and_the_read_only_probe() {
     .await
     .unwrap();
     ens.stop(alive[0]);
-    await_state(&mut states, SessionState::ConnectedReadOnly).await;
+    await_state(&mut states, SessionState::ConnectedReadOnly, WAIT).await;
     assert_eq!(zk.get_data("/where").await.unwrap().0, b"ensemble 2");
     assert_eq!(
         zk.set_data("/where", b"x", None).await,

@@ -3,26 +3,14 @@
 
 use std::time::Duration;
 
-use wazoo::{AddWatchMode, CreateMode, Error, EventType, KeeperState, SessionState, StateEvents};
-use wazoo_tests::Proxied;
+use wazoo::{AddWatchMode, CreateMode, Error, EventType, KeeperState, SessionState};
+use wazoo_tests::{await_state, next_state, Proxied};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn next_state(events: &mut StateEvents) -> SessionState {
-    wazoo_tests::next_state(events, WAIT).await
-}
-
-async fn await_state(events: &mut StateEvents, want: SessionState) {
-    wazoo_tests::await_state(events, want, WAIT).await
-}
-
-async fn setup(tick_ms: u64, session: Duration) -> Proxied {
-    Proxied::start(tick_ms, session).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_shot_watches_are_restored_and_replayed_after_a_reconnect() {
-    let s = setup(2000, Duration::from_secs(10)).await;
+    let s = Proxied::start(2000, Duration::from_secs(10)).await;
     s.direct
         .create("/a", b"0", CreateMode::Persistent)
         .await
@@ -37,11 +25,11 @@ async fn one_shot_watches_are_restored_and_replayed_after_a_reconnect() {
     let (_, _, w_child) = s.zk.get_children_watch("/c").await.unwrap();
     let sid = s.zk.session_id();
     let mut states = s.zk.state_events();
-    assert_eq!(next_state(&mut states).await, SessionState::Connected);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Connected);
 
     s.proxy.set_reject(true);
     s.proxy.drop_connections();
-    assert_eq!(next_state(&mut states).await, SessionState::Suspended);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Suspended);
     // Changes made while the client is away.
     s.direct.set_data("/a", b"1", None).await.unwrap();
     s.direct
@@ -53,7 +41,7 @@ async fn one_shot_watches_are_restored_and_replayed_after_a_reconnect() {
         .await
         .unwrap();
     s.proxy.set_reject(false);
-    assert_eq!(next_state(&mut states).await, SessionState::Connected);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Connected);
     assert_eq!(s.zk.session_id(), sid, "the same session was resumed");
 
     let ev = tokio::time::timeout(WAIT, w_data.changed())
@@ -81,8 +69,8 @@ async fn one_shot_watches_are_restored_and_replayed_after_a_reconnect() {
     // A watch restored without a missed change is simply re-armed and fires later.
     let (_, _, w_again) = s.zk.get_data_watch("/a").await.unwrap();
     s.proxy.drop_connections();
-    assert_eq!(next_state(&mut states).await, SessionState::Suspended);
-    assert_eq!(next_state(&mut states).await, SessionState::Connected);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Suspended);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Connected);
     s.direct.set_data("/a", b"2", None).await.unwrap();
     let ev = tokio::time::timeout(WAIT, w_again.changed())
         .await
@@ -93,7 +81,7 @@ async fn one_shot_watches_are_restored_and_replayed_after_a_reconnect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_recursive_watch_gets_resync_then_every_later_change() {
-    let s = setup(2000, Duration::from_secs(10)).await;
+    let s = Proxied::start(2000, Duration::from_secs(10)).await;
     s.direct
         .create("/r", b"", CreateMode::Persistent)
         .await
@@ -113,16 +101,16 @@ async fn persistent_recursive_watch_gets_resync_then_every_later_change() {
     );
 
     let mut states = s.zk.state_events();
-    assert_eq!(next_state(&mut states).await, SessionState::Connected);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Connected);
     s.proxy.set_reject(true);
     s.proxy.drop_connections();
-    assert_eq!(next_state(&mut states).await, SessionState::Suspended);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Suspended);
     s.direct
         .create("/r/missed", b"", CreateMode::Persistent)
         .await
         .unwrap();
     s.proxy.set_reject(false);
-    assert_eq!(next_state(&mut states).await, SessionState::Connected);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Connected);
 
     let ev = tokio::time::timeout(WAIT, w.next()).await.unwrap().unwrap();
     assert_eq!(
@@ -154,7 +142,7 @@ async fn persistent_recursive_watch_gets_resync_then_every_later_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_completes_exactly_once_across_a_drop() {
-    let s = setup(2000, Duration::from_secs(10)).await;
+    let s = Proxied::start(2000, Duration::from_secs(10)).await;
     s.direct
         .create("/x", b"v", CreateMode::Persistent)
         .await
@@ -205,16 +193,16 @@ async fn every_request_completes_exactly_once_across_a_drop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_made_while_suspended_wait_for_the_reconnect() {
-    let s = setup(2000, Duration::from_secs(10)).await;
+    let s = Proxied::start(2000, Duration::from_secs(10)).await;
     s.direct
         .create("/q", b"queued", CreateMode::Persistent)
         .await
         .unwrap();
     let mut states = s.zk.state_events();
-    assert_eq!(next_state(&mut states).await, SessionState::Connected);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Connected);
     s.proxy.set_reject(true);
     s.proxy.drop_connections();
-    assert_eq!(next_state(&mut states).await, SessionState::Suspended);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Suspended);
     let zk = s.zk.clone();
     let waiting = tokio::spawn(async move { zk.get_data("/q").await });
     // Nothing can answer it while the proxy refuses connections.
@@ -236,7 +224,7 @@ async fn requests_made_while_suspended_wait_for_the_reconnect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_expiry_is_lost_then_a_new_session() {
     // tickTime 500 ms lets the server grant a 2 s session.
-    let s = setup(500, Duration::from_secs(2)).await;
+    let s = Proxied::start(500, Duration::from_secs(2)).await;
     assert_eq!(s.zk.negotiated_timeout(), Duration::from_secs(2));
     s.zk.create("/eph", b"", CreateMode::Ephemeral)
         .await
@@ -244,13 +232,13 @@ async fn session_expiry_is_lost_then_a_new_session() {
     let (_, gone) = s.direct.exists_watch("/eph").await.unwrap();
     let old_sid = s.zk.session_id();
     let mut states = s.zk.state_events();
-    assert_eq!(next_state(&mut states).await, SessionState::Connected);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Connected);
 
     s.proxy.set_blackhole(true);
-    assert_eq!(next_state(&mut states).await, SessionState::Suspended);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Suspended);
     let zk = s.zk.clone();
     let queued = tokio::spawn(async move { zk.get_data("/").await });
-    assert_eq!(next_state(&mut states).await, SessionState::Lost);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Lost);
     let r = tokio::time::timeout(WAIT, queued)
         .await
         .expect("queued request answered")
@@ -270,7 +258,7 @@ async fn session_expiry_is_lost_then_a_new_session() {
     );
 
     s.proxy.set_blackhole(false);
-    assert_eq!(next_state(&mut states).await, SessionState::Connected);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Connected);
     assert_ne!(s.zk.session_id(), old_sid, "a new session");
     s.zk.create("/eph", b"again", CreateMode::Ephemeral)
         .await
@@ -279,7 +267,7 @@ async fn session_expiry_is_lost_then_a_new_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_hear_when_the_session_is_lost() {
-    let s = setup(500, Duration::from_secs(2)).await;
+    let s = Proxied::start(500, Duration::from_secs(2)).await;
     let (_, _, w) = s.zk.get_data_watch("/").await.unwrap();
     let mut p =
         s.zk.add_watch("/", AddWatchMode::PersistentRecursive)
@@ -312,13 +300,13 @@ async fn watchers_hear_when_the_session_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_session_stays_alive_across_several_timeouts() {
-    let s = setup(500, Duration::from_secs(2)).await;
+    let s = Proxied::start(500, Duration::from_secs(2)).await;
     s.zk.create("/alive", b"", CreateMode::Ephemeral)
         .await
         .unwrap();
     let sid = s.zk.session_id();
     let mut states = s.zk.state_events();
-    assert_eq!(next_state(&mut states).await, SessionState::Connected);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Connected);
     // Idleness is the behaviour under test: only pings may keep the session.
     let idle = tokio::time::timeout(Duration::from_secs(7), states.next()).await;
     assert!(idle.is_err(), "no state change while idle, got {idle:?}");
@@ -333,27 +321,27 @@ async fn an_idle_session_stays_alive_across_several_timeouts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_connection_is_detected_and_the_session_resumed_elsewhere() {
     // A blackhole shorter than the session: suspended, then the same session back.
-    let s = setup(2000, Duration::from_secs(6)).await;
+    let s = Proxied::start(2000, Duration::from_secs(6)).await;
     let sid = s.zk.session_id();
     let mut states = s.zk.state_events();
-    assert_eq!(next_state(&mut states).await, SessionState::Connected);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Connected);
     let started = std::time::Instant::now();
     s.proxy.set_blackhole(true);
-    assert_eq!(next_state(&mut states).await, SessionState::Suspended);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Suspended);
     let detected = started.elapsed();
     assert!(
         detected < Duration::from_secs(6),
         "dead link noticed after {detected:?}, within 2/3 of the timeout plus a tick"
     );
     s.proxy.set_blackhole(false);
-    await_state(&mut states, SessionState::Connected).await;
+    await_state(&mut states, SessionState::Connected, WAIT).await;
     assert_eq!(s.zk.session_id(), sid);
     s.zk.get_data("/").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_is_replayed_on_reconnect() {
-    let s = setup(2000, Duration::from_secs(10)).await;
+    let s = Proxied::start(2000, Duration::from_secs(10)).await;
     s.zk.add_auth("digest", b"bob:pw").await.unwrap();
     s.zk.create_with(
         "/mine",
@@ -366,10 +354,10 @@ async fn auth_is_replayed_on_reconnect() {
     .await
     .unwrap();
     let mut states = s.zk.state_events();
-    assert_eq!(next_state(&mut states).await, SessionState::Connected);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Connected);
     s.proxy.drop_connections();
-    assert_eq!(next_state(&mut states).await, SessionState::Suspended);
-    assert_eq!(next_state(&mut states).await, SessionState::Connected);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Suspended);
+    assert_eq!(next_state(&mut states, WAIT).await, SessionState::Connected);
     assert_eq!(
         s.zk.get_data("/mine").await.unwrap().0,
         b"x",

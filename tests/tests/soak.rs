@@ -24,14 +24,14 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use wazoo::{
     AddWatchMode, Binding, ChildrenWatch, Client, CreateMode, DataWatch, Error, EventType,
-    IsolationMode, LaneKind, Pending, PersistentWatcher, Plugin, PluginHost, PluginHostConfig,
-    Policy, SessionState,
+    IsolationMode, LaneKind, Pending, PersistentWatcher, PluginHost, PluginHostConfig, Policy,
+    SessionState,
 };
 use wazoo_tests::chaos::{
     self, node_data, node_name, parse_seq, Fault, FaultPlan, GapKind, KeyDiff, Ledger, Mix, Obs,
     OpKind, Recorded, Side, Verdict,
 };
-use wazoo_tests::{await_state, guest, Ensemble, FaultProxy};
+use wazoo_tests::{await_data, await_state, load_guest, test_cache_dir, Ensemble, FaultProxy};
 
 const ROOT: &str = "/soak";
 /// ZooKeeper's tick: sessions of 2 to 20 s, `syncLimit` 5 s (a loaded 2-core machine needs it).
@@ -551,21 +551,6 @@ fn soak_policy() -> Policy {
     }
 }
 
-fn load(
-    host: &PluginHost,
-    zk: &Client,
-    name: &str,
-    policy: Policy,
-    config: &[(&str, &str)],
-) -> Plugin {
-    let config = config
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    host.load_file(zk, name, &guest(name), policy, config)
-        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
-}
-
 /// Runs one soak and checks it; returns the verdict and a report.
 async fn soak(opts: Options) -> Result<(Verdict, String)> {
     let clock = Clock(Instant::now());
@@ -621,13 +606,14 @@ async fn soak(opts: Options) -> Result<(Verdict, String)> {
 
     // The plugins.
     let host = PluginHost::new(PluginHostConfig {
-        cache_dir: Some(std::env::temp_dir().join("wazoo-test-cache")),
+        cache_dir: Some(test_cache_dir()),
         isolation: IsolationMode::Shared,
         ..Default::default()
     })?;
-    let mirror = Arc::new(load(
+    let mirror = Arc::new(load_guest(
         &host,
         &zk,
+        "config-mirror",
         "config-mirror",
         soak_policy()
             .read([format!("{ROOT}/config")])
@@ -641,9 +627,10 @@ async fn soak(opts: Options) -> Result<(Verdict, String)> {
         .bind(Binding::PersistentRecursive(format!("{ROOT}/config")))
         .await?;
     mirror.bind(Binding::Session).await?;
-    let audit = Arc::new(load(
+    let audit = Arc::new(load_guest(
         &host,
         &zk,
+        "audit-log",
         "audit-log",
         soak_policy().read([format!("{ROOT}/data")]),
         &[],
@@ -652,9 +639,10 @@ async fn soak(opts: Options) -> Result<(Verdict, String)> {
         .bind(Binding::PersistentRecursive(format!("{ROOT}/data")))
         .await?;
     let reporter_node = format!("{ROOT}/reporters/soak");
-    let reporter = load(
+    let reporter = load_guest(
         &host,
         &zk,
+        "session-reporter",
         "session-reporter",
         soak_policy().write([format!("{ROOT}/reporters")]),
         &[("name", "soak"), ("node", &reporter_node)],
@@ -927,28 +915,6 @@ async fn soak_catches_suppressed_resync() {
     assert_eq!(verdict.stats.resyncs, 0, "the knob suppressed every Resync");
 }
 
-/// Waits (on watches) until `path` holds `want`, up to `wait`.
-async fn await_data(zk: &Client, path: &str, want: &[u8], wait: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let changed = match zk.get_data_watch(path).await {
-            Ok((d, _, _)) if d == want => return true,
-            Ok((_, _, w)) => w,
-            Err(Error::NoNode) => match zk.exists_watch(path).await {
-                Ok((_, w)) => w,
-                Err(_) => return false,
-            },
-            Err(_) => return false,
-        };
-        if tokio::time::timeout_at(deadline, changed.changed())
-            .await
-            .is_err()
-        {
-            return false;
-        }
-    }
-}
-
 /// Found by the soak (seed 3141834741206979749): a plugin bound to a persistent (recursive)
 /// watch heard nothing after its session expired, because the binding ended with the session
 /// and nobody made it again. The runtime now adds it again on the new session and sends the
@@ -961,13 +927,14 @@ async fn a_plugins_persistent_binding_outlives_a_session_expiry() {
         .await
         .unwrap();
     let host = PluginHost::new(PluginHostConfig {
-        cache_dir: Some(std::env::temp_dir().join("wazoo-test-cache")),
+        cache_dir: Some(test_cache_dir()),
         ..Default::default()
     })
     .unwrap();
-    let p = load(
+    let p = load_guest(
         &host,
         &s.zk,
+        "config-mirror",
         "config-mirror",
         Policy::default().read(["/config"]).write(["/mirror"]),
         &[],
