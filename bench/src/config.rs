@@ -10,7 +10,7 @@ keys:
   n=20000          operations per workload, unless overridden below
   seq_get=N        sequential get_data of ROOT/data            (0 skips it)
   pipelined_get=N  get_data with `window` requests outstanding
-  create_delete=N  create ROOT/cd-<i> then delete it; one op = the pair
+  create_delete=N  create ROOT/cd-<i> then delete it; two ops (ops = 2N)
   pipelined_set=N  set_data of ROOT/data with `window` outstanding
   watch_latency=N  client B sets ROOT/w, client A's data watch fires
   multi=N          one multi of 10 creates ROOT/m-<i>-<j>
@@ -21,6 +21,9 @@ keys:
   tls_cert=FILE    with tls_ca: present this client certificate (PEM) ...
   tls_key=FILE     ... and its private key (PEM): mutual TLS
   tls_verify_hostname=false  with tls_ca: accept the server's certificate for any name
+  server_pid=PID   also measure that process's CPU (the server's; /proc/PID/stat, 10 ms
+                   ticks), reported as server_cpu_s and server_cpu_us_per_op
+  label=TEXT       copied into every JSON line as \"label\"
 
 Prints one JSON object per workload on stdout and a table on stderr.";
 
@@ -31,7 +34,7 @@ pub enum Workload {
     SeqGet,
     /// `get_data` with `window` outstanding.
     PipelinedGet,
-    /// Sequential create + delete pairs.
+    /// Sequential create + delete pairs (two ops each).
     CreateDelete,
     /// `set_data` with `window` outstanding.
     PipelinedSet,
@@ -64,6 +67,15 @@ impl Workload {
         }
     }
 
+    /// How many operations a run of `count` is: two per create_delete (the create and the
+    /// delete), one for the others.
+    pub fn ops(self, count: usize) -> usize {
+        match self {
+            Workload::CreateDelete => 2 * count,
+            _ => count,
+        }
+    }
+
     /// The workload with this name.
     pub fn from_name(name: &str) -> Option<Workload> {
         Workload::ALL.into_iter().find(|w| w.name() == name)
@@ -91,6 +103,10 @@ pub struct Config {
     pub tls_client: Option<(String, String)>,
     /// `tls_verify_hostname` (default true).
     pub tls_verify_hostname: bool,
+    /// `server_pid`: the process whose CPU is measured beside the client's.
+    pub server_pid: Option<u32>,
+    /// `label`: copied into every JSON line.
+    pub label: Option<String>,
 }
 
 impl Config {
@@ -113,6 +129,8 @@ impl Config {
             tls_ca: None,
             tls_client: None,
             tls_verify_hostname: true,
+            server_pid: None,
+            label: None,
         };
         let mut tls_cert = None;
         let mut tls_key = None;
@@ -133,6 +151,14 @@ impl Config {
                 "tls_ca" => cfg.tls_ca = Some(value.to_string()),
                 "tls_cert" => tls_cert = Some(value.to_string()),
                 "tls_key" => tls_key = Some(value.to_string()),
+                "server_pid" => {
+                    cfg.server_pid = Some(
+                        value
+                            .parse()
+                            .with_context(|| format!("{key}={value}: not a process id"))?,
+                    )
+                }
+                "label" => cfg.label = Some(value.to_string()),
                 "tls_verify_hostname" => {
                     cfg.tls_verify_hostname = value
                         .parse()
@@ -241,6 +267,29 @@ mod tests {
         assert!(parse(&["h:1", "tls_ca=a", "tls_key=k"]).is_err());
         assert!(parse(&["h:1", "tls_verify_hostname=false"]).is_err());
         assert!(parse(&["h:1", "tls_ca=a", "tls_verify_hostname=maybe"]).is_err());
+        assert!(parse(&["h:1", "server_pid=java"]).is_err());
+        assert!(parse(&["h:1", "server_pid=-1"]).is_err());
+    }
+
+    #[test]
+    fn create_delete_is_two_ops_per_count() {
+        for w in Workload::ALL {
+            let per = if w == Workload::CreateDelete { 2 } else { 1 };
+            assert_eq!(w.ops(7), 7 * per, "{}", w.name());
+        }
+    }
+
+    #[test]
+    fn side_by_side_keys() {
+        let c = parse(&["h:1"]).unwrap();
+        assert_eq!((c.server_pid, c.label), (None, None));
+        let c = parse(&["h:1", "server_pid=4242", "label=wazoo default, run 2=b"]).unwrap();
+        assert_eq!(c.server_pid, Some(4242));
+        assert_eq!(c.label.as_deref(), Some("wazoo default, run 2=b"));
+        assert_eq!(
+            parse(&["h:1", "label="]).unwrap().label.as_deref(),
+            Some("")
+        );
     }
 
     #[test]

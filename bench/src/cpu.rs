@@ -5,6 +5,10 @@
 //! a measurement counts from zero. Where schedstat is missing, the fallback is `utime + stime`
 //! of `/proc/self/stat` (fields 14 and 15), in clock ticks of 10 ms (`USER_HZ` = 100), which is
 //! only useful for long runs.
+//!
+//! Another process (the server, `server_pid=`) is read from `/proc/<pid>/stat` the same way:
+//! its `utime + stime` also counts the threads it has ended, which a JVM's per-thread
+//! schedstat would lose.
 
 use std::collections::HashMap;
 use std::fs;
@@ -73,10 +77,13 @@ impl Sample {
     }
 }
 
-/// Reads the process's CPU time from the best source this kernel offers.
+/// Reads the process's CPU time from the best source this kernel offers, or another process's
+/// ([`CpuClock::of_process`]).
 #[derive(Debug, Clone, Copy)]
 pub struct CpuClock {
     source: Source,
+    /// The process read: `None` for this one.
+    pid: Option<u32>,
 }
 
 impl CpuClock {
@@ -85,11 +92,25 @@ impl CpuClock {
         if threads_schedstat().is_some_and(|m| !m.is_empty()) {
             return Ok(CpuClock {
                 source: Source::Schedstat,
+                pid: None,
             });
         }
-        stat_total().ok_or_else(|| anyhow::anyhow!("cannot read CPU time from /proc/self"))?;
+        stat_total(None).ok_or_else(|| anyhow::anyhow!("cannot read CPU time from /proc/self"))?;
         Ok(CpuClock {
             source: Source::Stat,
+            pid: None,
+        })
+    }
+
+    /// Reads the CPU time of process `pid` (user + system, every thread, those it has ended
+    /// included) from `/proc/<pid>/stat`, in 10 ms ticks: the server's, for `server_pid=`.
+    pub fn of_process(pid: u32) -> anyhow::Result<CpuClock> {
+        stat_total(Some(pid)).ok_or_else(|| {
+            anyhow::anyhow!("cannot read /proc/{pid}/stat: no such process, or not readable")
+        })?;
+        Ok(CpuClock {
+            source: Source::Stat,
+            pid: Some(pid),
         })
     }
 
@@ -102,7 +123,7 @@ impl CpuClock {
     pub fn sample(&self) -> Sample {
         match self.source {
             Source::Schedstat => Sample::Threads(threads_schedstat().unwrap_or_default()),
-            Source::Stat => Sample::Total(stat_total().unwrap_or(0)),
+            Source::Stat => Sample::Total(stat_total(self.pid).unwrap_or(0)),
         }
     }
 }
@@ -125,9 +146,10 @@ fn threads_schedstat() -> Option<HashMap<u32, u64>> {
     Some(out)
 }
 
-/// The process's `utime + stime` in nanoseconds (tick resolution).
-fn stat_total() -> Option<u64> {
-    let text = fs::read_to_string("/proc/self/stat").ok()?;
+/// The `utime + stime` of this process (`None`) or of `pid`, in nanoseconds (tick resolution).
+fn stat_total(pid: Option<u32>) -> Option<u64> {
+    let path = pid.map_or("/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let text = fs::read_to_string(path).ok()?;
     // The command name (field 2) is in parentheses and may contain spaces; field 3 follows.
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -155,6 +177,22 @@ mod tests {
 
     #[test]
     fn stat_fallback_parses() {
-        assert!(stat_total().is_some());
+        assert!(stat_total(None).is_some());
+    }
+
+    #[test]
+    fn another_process_is_read_by_its_pid() {
+        // This process, named by its pid, stands in for the server.
+        let clock = CpuClock::of_process(std::process::id()).expect("our own /proc/PID/stat");
+        assert_eq!(clock.source(), Source::Stat);
+        let before = clock.sample();
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let spent = clock.sample().since(&before);
+        assert!(spent >= Duration::from_millis(30), "spent {spent:?}");
+        assert!(CpuClock::of_process(u32::MAX).is_err(), "no such process");
     }
 }

@@ -9,11 +9,14 @@
 //! `create_delete`, `pipelined_set`, `watch_latency`, `multi`: a count overriding `n`, 0 skips
 //! it), `window` (1000 outstanding requests for the pipelined workloads), `warmup` (1000
 //! unmeasured operations before each workload) and `root` (`/bench`, recreated at start and
-//! removed at the end), and `tls_ca` (with `tls_cert`, `tls_key`, `tls_verify_hostname`) to
-//! connect over TLS. One JSON object per workload goes to stdout, one line each, with keys
-//! `client`, `workload`, `n`, `ops`, `secs`, `ops_s`, `p50_us`, `p99_us`, `cpu_s` and
-//! `cpu_us_per_op` (user + system CPU of the whole process during the measured part); a table
-//! goes to stderr at the end. See [`workloads`] for what each workload measures.
+//! removed at the end), `tls_ca` (with `tls_cert`, `tls_key`, `tls_verify_hostname`) to
+//! connect over TLS, `server_pid` (the server's process, whose CPU is measured too) and
+//! `label` (copied into every line). One JSON object per workload goes to stdout, one line
+//! each, with keys `client`, `workload`, `n`, `ops`, `secs`, `ops_s`, `p50_us`, `p99_us`,
+//! `cpu_s` and `cpu_us_per_op` (user + system CPU of the whole process during the measured
+//! part), then `server_cpu_s` and `server_cpu_us_per_op` with `server_pid`, and `label` with
+//! `label`; a table goes to stderr at the end. See [`workloads`] for what each workload
+//! measures and what one op is (`create_delete` counts two per pair).
 //!
 //! The driver runs on a current-thread runtime; each wazoo client runs its session on a thread
 //! of its own, whose CPU is counted too.
@@ -64,20 +67,24 @@ async fn real_main() -> ExitCode {
 /// Connects, prepares `root`, runs every selected workload, cleans up and prints the table.
 async fn run(cfg: &Config) -> anyhow::Result<()> {
     let clock = CpuClock::new()?;
+    let server = cfg.server_pid.map(CpuClock::of_process).transpose()?;
     TLS.get_or_init(|| cfg.tls());
     eprintln!(
-        "wazoo-bench: {} window={} warmup={} root={}{} cpu from {}",
+        "wazoo-bench: {} window={} warmup={} root={}{} cpu from {}{}",
         cfg.hosts,
         cfg.window,
         cfg.warmup,
         cfg.root,
         if cfg.tls_ca.is_some() { " tls" } else { "" },
-        clock.source().describe()
+        clock.source().describe(),
+        cfg.server_pid
+            .map(|p| format!(", server cpu from /proc/{p}/stat utime+stime (10 ms ticks)"))
+            .unwrap_or_default()
     );
     let zk = connect(&cfg.hosts)
         .await
         .with_context(|| format!("connecting to {}", cfg.hosts))?;
-    let bench = Bench::new(zk.clone(), &cfg.hosts, &cfg.root, cfg.window, clock);
+    let bench = Bench::new(zk.clone(), &cfg.hosts, &cfg.root, cfg.window, clock, server);
     bench.setup().await?;
     let result = run_all(cfg, &bench).await;
     let cleanup = bench.teardown().await;
@@ -97,10 +104,11 @@ async fn run_all(cfg: &Config, bench: &Bench) -> anyhow::Result<Vec<Report>> {
             continue;
         }
         eprintln!("wazoo-bench: {} n={count} ...", w.name());
-        let report = bench
+        let mut report = bench
             .run(w, count, cfg.warmup)
             .await
             .with_context(|| format!("workload {}", w.name()))?;
+        report.label = cfg.label.clone();
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
         out.flush()?;

@@ -1,14 +1,15 @@
 //! The workloads. Each runs `warmup` unmeasured operations, then `count` measured ones, and
 //! returns its [`Report`].
 //!
-//! What is measured (wall time and CPU of the whole process, between [`Meter::start`] and
-//! [`Meter::stop`]) and what one operation is:
+//! What is measured (wall time and CPU of the whole process, and of the server with
+//! `server_pid=`, between [`Meter::start`] and [`Meter::stop`]) and what one operation is:
 //! - `seq_get`: one `get_data(ROOT/data)` (100 bytes) at a time.
 //! - `pipelined_get` / `pipelined_set`: `get_data` / `set_data` (100 bytes, any version) of
 //!   `ROOT/data` with `window` requests outstanding, all polled inside the benchmark's one task
 //!   on its current-thread runtime (see [`crate::window`]; nothing is spawned per operation);
 //!   latency is each request's own start-to-completion time.
-//! - `create_delete`: `create(ROOT/cd-<i>)` (empty, persistent) then `delete`; one op = the pair.
+//! - `create_delete`: `create(ROOT/cd-<i>)` (empty, persistent) then `delete`: two ops, each
+//!   with its own latency, so `ops = 2 * count` as the other clients' programs count it.
 //!   Formatting the path is inside the measured CPU, outside the latency.
 //! - `multi`: one `multi` of 10 creates `ROOT/m-<i>-<j>` (empty, persistent); building the op
 //!   list is inside the measured CPU, outside the latency. Measured in chunks
@@ -95,11 +96,21 @@ pub struct Bench {
     hosts: String,
     window: usize,
     clock: CpuClock,
+    /// The server's CPU clock (`server_pid=`).
+    server: Option<CpuClock>,
 }
 
 impl Bench {
-    /// A bench on `zk`, with scratch node `root` (see [`Bench::setup`]).
-    pub fn new(zk: Client, hosts: &str, root: &str, window: usize, clock: CpuClock) -> Bench {
+    /// A bench on `zk`, with scratch node `root` (see [`Bench::setup`]), measuring this
+    /// process's CPU with `clock` and, if given, the server's with `server`.
+    pub fn new(
+        zk: Client,
+        hosts: &str,
+        root: &str,
+        window: usize,
+        clock: CpuClock,
+        server: Option<CpuClock>,
+    ) -> Bench {
         Bench {
             shared: Shared {
                 zk,
@@ -111,7 +122,13 @@ impl Bench {
             hosts: hosts.to_string(),
             window,
             clock,
+            server,
         }
+    }
+
+    /// A meter at zero for one run (measured or warm-up).
+    fn meter(&self) -> Meter {
+        Meter::new(self.clock, self.server)
     }
 
     /// Recreates `ROOT` (and its parents if missing) with `ROOT/data` and `ROOT/w`.
@@ -145,29 +162,28 @@ impl Bench {
 
     /// Runs one workload: `warmup` unmeasured operations, then `count` measured ones.
     pub async fn run(&self, w: Workload, count: usize, warmup: usize) -> anyhow::Result<Report> {
-        let mut meter = Meter::new(self.clock);
+        let mut meter = self.meter();
         let lat = match w {
             Workload::SeqGet => {
-                self.seq_get(warmup, &mut Meter::new(self.clock)).await?;
+                self.seq_get(warmup, &mut self.meter()).await?;
                 self.seq_get(count, &mut meter).await?
             }
             Workload::PipelinedGet => {
-                self.pipelined(PipeOp::GetData, warmup, &mut Meter::new(self.clock))
+                self.pipelined(PipeOp::GetData, warmup, &mut self.meter())
                     .await?;
                 self.pipelined(PipeOp::GetData, count, &mut meter).await?
             }
             Workload::PipelinedSet => {
-                self.pipelined(PipeOp::SetData, warmup, &mut Meter::new(self.clock))
+                self.pipelined(PipeOp::SetData, warmup, &mut self.meter())
                     .await?;
                 self.pipelined(PipeOp::SetData, count, &mut meter).await?
             }
             Workload::CreateDelete => {
-                self.create_delete(warmup, &mut Meter::new(self.clock))
-                    .await?;
+                self.create_delete(warmup, &mut self.meter()).await?;
                 self.create_delete(count, &mut meter).await?
             }
             Workload::Multi => {
-                self.multi(warmup, &mut Meter::new(self.clock)).await?;
+                self.multi(warmup, &mut self.meter()).await?;
                 self.multi(count, &mut meter).await?
             }
             Workload::WatchLatency => {
@@ -175,8 +191,7 @@ impl Bench {
                     .await
                     .context("connecting the second client")?;
                 let res = async {
-                    self.watch_latency(&b, warmup, &mut Meter::new(self.clock))
-                        .await?;
+                    self.watch_latency(&b, warmup, &mut self.meter()).await?;
                     self.watch_latency(&b, count, &mut meter).await
                 }
                 .await;
@@ -184,6 +199,14 @@ impl Bench {
                 res?
             }
         };
+        if lat.len() != w.ops(count) {
+            bail!(
+                "{} measured {} ops of {}",
+                w.name(),
+                lat.len(),
+                w.ops(count)
+            );
+        }
         Ok(Report::new(w.name(), count, &meter, lat))
     }
 
@@ -214,12 +237,14 @@ impl Bench {
 
     async fn create_delete(&self, count: usize, meter: &mut Meter) -> anyhow::Result<Vec<u64>> {
         let s = &self.shared;
-        let mut lat = Vec::with_capacity(count);
+        let mut lat = Vec::with_capacity(2 * count);
         meter.start();
         for i in 0..count {
             let path = format!("{}/cd-{i}", s.root);
             let t = Instant::now();
             s.zk.create(&path, b"", CreateMode::Persistent).await?;
+            lat.push(nanos_since(t));
+            let t = Instant::now();
             s.zk.delete(&path, None).await?;
             lat.push(nanos_since(t));
         }
@@ -290,4 +315,35 @@ async fn drive(
     window: usize,
 ) -> anyhow::Result<Vec<u64>> {
     Ok(crate::window::run(count, window, |i| shared.op(op, i)).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against a real server: a create_delete pair is two ops (the create and the delete), as
+    /// the other clients' programs count it; every other workload one op per count.
+    #[tokio::test(flavor = "current_thread")]
+    async fn create_delete_counts_the_create_and_the_delete() {
+        let server = wazoo_tests::ZkServer::start().expect("start ZooKeeper");
+        let hosts = server.connect_string();
+        let zk = Client::connect(&hosts).await.expect("connect");
+        let clock = CpuClock::new().unwrap();
+        let bench = Bench::new(zk.clone(), &hosts, "/bench-test", 4, clock, None);
+        bench.setup().await.unwrap();
+        let cd = bench.run(Workload::CreateDelete, 5, 1).await.unwrap();
+        assert_eq!((cd.n, cd.ops), (5, 10));
+        assert!(cd.cpu_us_per_op > 0.0 && cd.server_cpu_s.is_none());
+        for w in [Workload::SeqGet, Workload::PipelinedSet, Workload::Multi] {
+            let r = bench.run(w, 5, 1).await.unwrap();
+            assert_eq!((r.n, r.ops), (5, 5), "{}", w.name());
+        }
+        assert_eq!(
+            zk.get_children("/bench-test").await.unwrap().0.len(),
+            2,
+            "only ROOT/data and ROOT/w are left"
+        );
+        bench.teardown().await.unwrap();
+        zk.close().await;
+    }
 }
