@@ -66,7 +66,7 @@ pub use proto::records::{
     Acl, AddWatchMode, ClientInfo, CreateMode, EventType, Id, KeeperState, Perms, Stat,
     WatchedEvent, WatcherType,
 };
-pub use recipe::{ChildrenWatch, DataWatch};
+pub use recipe::{create_protected, ChildrenWatch, DataWatch};
 pub use retry::RetryPolicy;
 pub use session::{SaslConfig, SessionEvent, SessionState};
 pub use tls::{TlsConfig, TlsErrorKind};

@@ -1,5 +1,14 @@
-//! Recipes built on the client: Kazoo's DataWatch and ChildrenWatch.
+//! Recipes built on the client: Kazoo's DataWatch and ChildrenWatch, protected create, and the
+//! coordination recipes (lock, election, counter, queue, ...) with Kazoo's node layouts.
+//!
+//! Each coordination recipe is a state machine without I/O (what to send next, what a reply or
+//! an event means), tested without a server, and a native async driver over the public
+//! [`crate::Client`] API, with a blocking facade where the client has one. The shared
+//! vocabulary is in `driver.rs`.
 
+mod driver;
+mod protected;
 mod watchers;
 
+pub use protected::create_protected;
 pub use watchers::{ChildrenWatch, DataWatch};
