@@ -66,7 +66,10 @@ pub use proto::records::{
     Acl, AddWatchMode, ClientInfo, CreateMode, EventType, Id, KeeperState, Perms, Stat,
     WatchedEvent, WatcherType,
 };
-pub use recipe::{create_protected, ChildrenWatch, DataWatch};
+pub use recipe::{
+    create_protected, BlockingLock, ChildrenWatch, DataWatch, FencingToken, Lock, LockEvents,
+    LockState,
+};
 pub use retry::RetryPolicy;
 pub use session::{SaslConfig, SessionEvent, SessionState};
 pub use tls::{TlsConfig, TlsErrorKind};

@@ -7,8 +7,10 @@
 //! vocabulary is in `driver.rs`.
 
 mod driver;
+mod lock;
 mod protected;
 mod watchers;
 
+pub use lock::{BlockingLock, FencingToken, Lock, LockEvents, LockState};
 pub use protected::create_protected;
 pub use watchers::{ChildrenWatch, DataWatch};
