@@ -7,10 +7,12 @@
 //! vocabulary is in `driver.rs`.
 
 mod driver;
+mod election;
 mod lock;
 mod protected;
 mod watchers;
 
+pub use election::{Election, LeaderLatch};
 pub use lock::{BlockingLock, FencingToken, Lock, LockEvents, LockState};
 pub use protected::create_protected;
 pub use watchers::{ChildrenWatch, DataWatch};
