@@ -67,8 +67,8 @@ pub use proto::records::{
     WatchedEvent, WatcherType,
 };
 pub use recipe::{
-    create_protected, BlockingLock, ChildrenWatch, DataWatch, Election, FencingToken,
-    LeaderLatch, Lock, LockEvents, LockState,
+    create_protected, BlockingLock, ChildrenWatch, Counter, CounterChange, DataWatch, Election,
+    FencingToken, LeaderLatch, Lock, LockEvents, LockState,
 };
 pub use retry::RetryPolicy;
 pub use session::{SaslConfig, SessionEvent, SessionState};

@@ -6,12 +6,14 @@
 //! [`crate::Client`] API, with a blocking facade where the client has one. The shared
 //! vocabulary is in `driver.rs`.
 
+mod counter;
 mod driver;
 mod election;
 mod lock;
 mod protected;
 mod watchers;
 
+pub use counter::{Counter, CounterChange};
 pub use election::{Election, LeaderLatch};
 pub use lock::{BlockingLock, FencingToken, Lock, LockEvents, LockState};
 pub use protected::create_protected;
