@@ -68,7 +68,7 @@ pub use proto::records::{
 };
 pub use recipe::{
     create_protected, BlockingLock, ChildrenWatch, Counter, CounterChange, DataWatch, Election,
-    FencingToken, LeaderLatch, Lock, LockEvents, LockState,
+    FencingToken, LeaderLatch, Lock, LockEvents, LockState, Queue, DEFAULT_PRIORITY,
 };
 pub use retry::RetryPolicy;
 pub use session::{SaslConfig, SessionEvent, SessionState};

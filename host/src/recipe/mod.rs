@@ -11,10 +11,12 @@ mod driver;
 mod election;
 mod lock;
 mod protected;
+mod queue;
 mod watchers;
 
 pub use counter::{Counter, CounterChange};
 pub use election::{Election, LeaderLatch};
 pub use lock::{BlockingLock, FencingToken, Lock, LockEvents, LockState};
 pub use protected::create_protected;
+pub use queue::{Queue, DEFAULT_PRIORITY};
 pub use watchers::{ChildrenWatch, DataWatch};
