@@ -19,3 +19,11 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   echo "setup: adding the wasm32-wasip2 Rust target" >&2
   rustup target add wasm32-wasip2
 fi
+# Kazoo, for the recipes' interop tests (tests/tests/recipes.rs drives tests/kazoo/peer.py with
+# Debian's /usr/bin/python3, or WAZOO_PYTHON).
+if ! "${WAZOO_PYTHON:-/usr/bin/python3}" -c 'import kazoo' 2>/dev/null; then
+  echo "setup: installing Debian's python3-kazoo" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-kazoo >/dev/null
+fi
+echo "setup: Kazoo $("${WAZOO_PYTHON:-/usr/bin/python3}" -c 'import kazoo.version as v; print(v.__version__)' 2>/dev/null || echo '(version unknown)') for the interop tests" >&2

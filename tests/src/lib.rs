@@ -41,6 +41,7 @@ pub mod chaos;
 mod fixtures;
 pub mod frames;
 mod guests;
+pub mod kazoo;
 mod proxy;
 mod secure;
 mod support;

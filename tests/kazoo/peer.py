@@ -1,0 +1,100 @@
+"""A Kazoo client the interop tests drive over stdin/stdout (tests/src/kazoo.rs).
+
+Usage: peer.py HOSTS. Reads one command per line and answers each with one line, in order.
+Commands that wait (lock, elect) answer when they are done waiting, so the test can send them
+and read the answer later:
+
+  lock PATH ID          -> "locked" once Kazoo's Lock is acquired (30 s at most, else "timeout")
+  trylock PATH ID       -> "locked" or "busy"
+  unlock                -> "unlocked"
+  contenders PATH       -> the contenders' identifiers, space-separated, holder first
+  elect PATH ID         -> "leader" once Election.run calls the leader function; it leads
+                           until "resign"
+  resign                -> "resigned" once the leader function returned
+  count PATH DELTA N    -> adds DELTA N times with Kazoo's Counter; "counted VALUE"
+  put PATH VALUE PRIO   -> Queue.put; "put"
+  get PATH              -> Queue.get; "got VALUE" or "empty"
+  quit                  -> "bye", then exits
+Errors answer "error TYPE: MESSAGE".
+"""
+import sys
+import threading
+
+from kazoo.client import KazooClient
+
+
+def main():
+    zk = KazooClient(hosts=sys.argv[1], timeout=10.0)
+    zk.start(timeout=15)
+    out_lock = threading.Lock()
+
+    def say(line):
+        with out_lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    lock = None
+    resign = threading.Event()
+    resigned = threading.Event()
+    election_thread = None
+    say("ready")
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        cmd, args = words[0], words[1:]
+        try:
+            if cmd == "lock":
+                lock = zk.Lock(args[0], args[1])
+                say("locked" if lock.acquire(timeout=30) else "timeout")
+            elif cmd == "trylock":
+                lock = zk.Lock(args[0], args[1])
+                say("locked" if lock.acquire(blocking=False) else "busy")
+            elif cmd == "unlock":
+                lock.release()
+                say("unlocked")
+            elif cmd == "contenders":
+                say(" ".join(zk.Lock(args[0]).contenders()))
+            elif cmd == "elect":
+                election = zk.Election(args[0], args[1])
+                resign.clear()
+                resigned.clear()
+
+                def lead():
+                    say("leader")
+                    resign.wait()
+
+                def run():
+                    election.run(lead)
+                    resigned.set()
+
+                election_thread = threading.Thread(target=run, daemon=True)
+                election_thread.start()
+            elif cmd == "resign":
+                resign.set()
+                resigned.wait(30)
+                say("resigned")
+            elif cmd == "count":
+                counter = zk.Counter(args[0])
+                for _ in range(int(args[2])):
+                    counter += int(args[1])
+                say("counted %d" % counter.value)
+            elif cmd == "put":
+                zk.Queue(args[0]).put(args[1].encode(), priority=int(args[2]))
+                say("put")
+            elif cmd == "get":
+                v = zk.Queue(args[0]).get()
+                say("empty" if v is None else "got " + v.decode())
+            elif cmd == "quit":
+                say("bye")
+                break
+            else:
+                say("error ValueError: unknown command " + cmd)
+        except Exception as e:  # noqa: BLE001 - every failure goes back to the test
+            say("error %s: %s" % (type(e).__name__, e))
+    zk.stop()
+    zk.close()
+
+
+if __name__ == "__main__":
+    main()
