@@ -67,8 +67,9 @@ pub use proto::records::{
     WatchedEvent, WatcherType,
 };
 pub use recipe::{
-    create_protected, BlockingLock, ChildrenWatch, Counter, CounterChange, DataWatch, Election,
-    FencingToken, LeaderLatch, Lock, LockEvents, LockState, Queue, DEFAULT_PRIORITY,
+    create_protected, Barrier, BlockingLock, ChildrenWatch, Counter, CounterChange, DataWatch,
+    DoubleBarrier, Election, FencingToken, LeaderLatch, Lock, LockEvents, LockState, LockingQueue,
+    Party, Queue, DEFAULT_PRIORITY,
 };
 pub use retry::RetryPolicy;
 pub use session::{SaslConfig, SessionEvent, SessionState};

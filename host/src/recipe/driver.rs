@@ -26,10 +26,15 @@ pub(crate) enum Request {
     },
     /// A node's children (names).
     GetChildren(String),
+    /// As `GetChildren`, leaving a one-shot children watch.
+    GetChildrenWatch(String),
     /// A node's data and stat; with `watch`, a one-shot data watch is left on it.
     GetData { path: String, watch: bool },
     /// A node's stat, or `Response::Absent`.
     Exists(String),
+    /// As `Exists`, leaving a one-shot watch (it fires when the node is created, changed or
+    /// deleted).
+    ExistsWatch(String),
     /// Set a node's data if its version matches (-1: any).
     SetData {
         path: String,
@@ -60,8 +65,9 @@ pub(crate) enum Response {
 /// What a core is fed after a request.
 pub(crate) type Reply = Result<Response>;
 
-/// Sends `req` over `client`. A `GetData` with a watch also returns the watcher (only when the
-/// read succeeded: a read answered `NoNode` leaves no watch on the server).
+/// Sends `req` over `client`. A `GetData` with a watch, `GetChildrenWatch` and `ExistsWatch`
+/// also return the watcher (a `GetData` only when the read succeeded: answered `NoNode`, it leaves no watch on
+/// the server).
 pub(crate) async fn send(client: &Client, req: Request) -> (Reply, Option<OneshotWatcher>) {
     let reply = match req {
         Request::EnsurePath(p) => client.ensure_path(&p).await.map(|_| Response::Unit),
@@ -89,6 +95,18 @@ pub(crate) async fn send(client: &Client, req: Request) -> (Reply, Option<Onesho
             .get_data(&path)
             .await
             .map(|(d, s)| Response::Data(d, s)),
+        Request::GetChildrenWatch(p) => {
+            return match client.get_children_watch(&p).await {
+                Ok((c, _, w)) => (Ok(Response::Children(c)), Some(w)),
+                Err(e) => (Err(e), None),
+            }
+        }
+        Request::ExistsWatch(p) => {
+            return match client.exists_watch(&p).await {
+                Ok((s, w)) => (Ok(s.map_or(Response::Absent, Response::Stat)), Some(w)),
+                Err(e) => (Err(e), None),
+            }
+        }
         Request::Exists(p) => client
             .exists(&p)
             .await

@@ -6,17 +6,23 @@
 //! [`crate::Client`] API, with a blocking facade where the client has one. The shared
 //! vocabulary is in `driver.rs`.
 
+mod barrier;
 mod counter;
 mod driver;
 mod election;
 mod lock;
+mod locking_queue;
+mod party;
 mod protected;
 mod queue;
 mod watchers;
 
+pub use barrier::{Barrier, DoubleBarrier};
 pub use counter::{Counter, CounterChange};
 pub use election::{Election, LeaderLatch};
 pub use lock::{BlockingLock, FencingToken, Lock, LockEvents, LockState};
+pub use locking_queue::LockingQueue;
+pub use party::Party;
 pub use protected::create_protected;
 pub use queue::{Queue, DEFAULT_PRIORITY};
 pub use watchers::{ChildrenWatch, DataWatch};
