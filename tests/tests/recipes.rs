@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use wazoo::{
-    create_protected, BlockingLock, Client, Counter, CreateMode, CreateOptions, Election, Error,
-    LeaderLatch, Lock, LockState, Op, Queue, SessionState,
+    create_protected, Barrier, BlockingLock, Client, Counter, CreateMode, CreateOptions,
+    DoubleBarrier, Election, Error, LeaderLatch, Lock, LockState, LockingQueue, Op, Party, Queue,
+    SessionState,
 };
 use wazoo_tests::kazoo::KazooPeer;
 use wazoo_tests::{await_state, FaultProxy, Proxied, ZkServer};
@@ -660,6 +661,145 @@ async fn a_leader_latch_hands_leadership_over_when_the_leader_leaves() {
         .expect("b leads once a leaves");
     assert!(b.has_leadership());
     b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locking_queue_gives_an_item_to_one_consumer_until_it_is_released_or_its_session_ends() {
+    let zk = connect().await;
+    let path = fresh(&zk, "locking-queue").await;
+    let mut a = LockingQueue::new(&zk, &path).unwrap();
+    a.put_all(&[b"1", b"2"], 100).await.unwrap();
+    let b_client = connect().await;
+    let mut b = LockingQueue::new(&b_client, &path).unwrap();
+    let c_client = connect().await;
+    let mut c = LockingQueue::new(&c_client, &path).unwrap();
+
+    assert_eq!(a.get(Some(WAIT)).await.unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        a.get(None).await.unwrap().as_deref(),
+        Some(&b"1"[..]),
+        "the same until done"
+    );
+    assert_eq!(b.get(Some(WAIT)).await.unwrap().as_deref(), Some(&b"2"[..]));
+    assert!(a.holds_lock().await.unwrap());
+    let short = Some(Duration::from_millis(200));
+    assert_eq!(c.get(short).await.unwrap(), None, "every item is locked");
+    assert_eq!(a.len().await.unwrap(), 2, "locked items are still queued");
+
+    // A waiting consumer gets an item as soon as it is released.
+    let waiting = tokio::spawn(async move {
+        let v = c.get(Some(WAIT)).await;
+        (c, v)
+    });
+    assert!(a.release().await.unwrap());
+    let (mut c, v) = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
+    assert_eq!(v.unwrap().as_deref(), Some(&b"1"[..]));
+
+    // A consumer whose session ends gives its item back.
+    b_client.close().await;
+    assert_eq!(a.get(Some(WAIT)).await.unwrap().as_deref(), Some(&b"2"[..]));
+    assert!(!b.consume().await.unwrap_or(false), "b lost its lock");
+    assert!(c.consume().await.unwrap());
+    assert!(a.consume().await.unwrap());
+    assert!(a.is_empty().await.unwrap());
+}
+
+// ---- barriers and party ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barrier_holds_waiters_until_it_is_removed() {
+    let zk = connect().await;
+    let path = fresh(&zk, "barrier").await;
+    let barrier = Barrier::new(&zk, &path).unwrap();
+    assert!(barrier.wait(None).await.unwrap(), "no barrier: no wait");
+    barrier.create().await.unwrap();
+    assert!(
+        !barrier
+            .wait(Some(Duration::from_millis(200)))
+            .await
+            .unwrap(),
+        "up: the wait times out"
+    );
+    let other = connect().await;
+    let waiter = Barrier::new(&other, &path).unwrap();
+    let waiting = tokio::spawn(async move { waiter.wait(Some(WAIT)).await });
+    zk.set_data(&path, b"not yet", None).await.unwrap();
+    assert!(!waiting.is_finished(), "a data change does not lift it");
+    assert!(barrier.remove().await.unwrap());
+    assert!(tokio::time::timeout(WAIT, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap());
+    assert!(!barrier.remove().await.unwrap(), "already down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_barrier_lets_members_in_together_and_out_together() {
+    const N: usize = 3;
+    let zk = connect().await;
+    let path = fresh(&zk, "double").await;
+    zk.ensure_path(&path).await.unwrap();
+    let entered = Arc::new(AtomicUsize::new(0));
+    let (go_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut members = Vec::new();
+    for i in 0..N {
+        let c = connect().await;
+        let mut barrier = DoubleBarrier::new(&c, &path, N, &format!("m{i}")).unwrap();
+        let inside = entered.clone();
+        let mut go = go_tx.subscribe();
+        members.push(tokio::spawn(async move {
+            barrier.enter().await.unwrap();
+            let others_in = inside.fetch_add(1, Ordering::SeqCst);
+            let _ = go.recv().await;
+            barrier.leave().await.unwrap();
+            c.close().await;
+            others_in
+        }));
+        if i + 1 < N {
+            // The first members wait at the door until the last one comes.
+            children_reach(&zk, &path, i + 1).await;
+            assert_eq!(
+                entered.load(Ordering::SeqCst),
+                0,
+                "nobody in before {N} came"
+            );
+        }
+    }
+    wazoo_tests::wait_until("every member entered", WAIT, || {
+        entered.load(Ordering::SeqCst) == N
+    })
+    .await
+    .unwrap();
+    go_tx.send(()).unwrap();
+    for m in members {
+        tokio::time::timeout(WAIT, m).await.unwrap().unwrap();
+    }
+    let (left, _) = zk.get_children(&path).await.unwrap();
+    assert!(
+        left.iter().all(|c| c == "ready"),
+        "every member left: {left:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn party_members_see_each_other() {
+    let zk = connect().await;
+    let path = fresh(&zk, "party").await;
+    let mut a = Party::new(&zk, &path, "a").unwrap();
+    let other = connect().await;
+    let mut b = Party::new(&other, &path, "b").unwrap();
+    assert!(a.is_empty().await.unwrap());
+    a.join().await.unwrap();
+    a.join().await.unwrap();
+    b.join().await.unwrap();
+    let mut m = a.members().await.unwrap();
+    m.sort();
+    assert_eq!(m, ["a", "b"]);
+    assert!(b.leave().await.unwrap());
+    assert!(!b.leave().await.unwrap());
+    assert_eq!(a.members().await.unwrap(), ["a"]);
+    assert_eq!(b.len().await.unwrap(), 1);
 }
 
 // ---- interop with Kazoo ----
