@@ -220,6 +220,38 @@ async fn a_blocking_lock_works_from_a_plain_thread() {
     assert_eq!(contenders, ["thread"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_curator_named_contender_excludes_with_extra_lock_patterns() {
+    let zk = connect().await;
+    let path = fresh(&zk, "curator").await;
+    // Curator's InterProcessMutex names its contenders as a protected create of `lock-` does.
+    let opts = CreateOptions {
+        mode: CreateMode::EphemeralSequential,
+        makepath: true,
+        ..Default::default()
+    };
+    let (curator, _) = create_protected(&zk, &format!("{path}/lock-"), b"", &opts)
+        .await
+        .unwrap();
+    assert!(curator.contains("-lock-00"), "{curator}");
+    let mut aware = Lock::new(&zk, &path, "aware")
+        .unwrap()
+        .extra_lock_patterns(&["-lock-"]);
+    assert_eq!(
+        aware.try_acquire().await.unwrap(),
+        None,
+        "the Curator holder excludes it"
+    );
+    let mut unaware = Lock::new(&zk, &path, "unaware").unwrap();
+    assert!(
+        unaware.try_acquire().await.unwrap().is_some(),
+        "without the pattern the Curator node is not a contender (as in Kazoo)"
+    );
+    unaware.release().await.unwrap();
+    zk.delete(&curator, None).await.unwrap();
+    assert!(aware.try_acquire().await.unwrap().is_some());
+}
+
 // ---- lock: session states ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
