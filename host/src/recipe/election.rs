@@ -4,13 +4,14 @@
 //! `has_leadership()` at once.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::recipe::lock::{FencingToken, Lock, LockEvents, LockState};
+use crate::recipe::lock::{FencingToken, Lock, LockEvents, LockState, StateCell};
 
 /// Kazoo's leader election: [`Election::run`] waits to be elected, runs the leader's work and
 /// steps down when it returns.
@@ -84,7 +85,7 @@ impl Election {
 /// ```
 #[derive(Debug)]
 pub struct LeaderLatch {
-    events: LockEvents,
+    state: Arc<StateCell>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -93,7 +94,7 @@ impl LeaderLatch {
     /// Joins the election at `path` as `identifier` and keeps contending in a task.
     pub fn start(client: &Client, path: &str, identifier: &str) -> Result<LeaderLatch> {
         let mut lock = Lock::new(client, path, identifier)?;
-        let events = lock.state_events();
+        let state = lock.state_cell();
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
@@ -120,18 +121,18 @@ impl LeaderLatch {
                 }
             }
         });
-        Ok(LeaderLatch { events, stop, task })
+        Ok(LeaderLatch { state, stop, task })
     }
 
     /// Whether this contender leads now (holds the lock with the session connected).
     pub fn has_leadership(&self) -> bool {
-        self.events.current() == LockState::Held
+        self.state.get() == LockState::Held
     }
 
     /// Leadership changes: `Held` when it becomes leader, `Suspended` / `Lost` when it may have
     /// lost or has lost it, `Acquiring` while it contends.
     pub fn events(&self) -> LockEvents {
-        self.events.clone()
+        self.state.subscribe()
     }
 
     /// Leaves the election (releasing the leadership if held) and waits for the task to end.

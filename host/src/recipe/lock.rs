@@ -16,10 +16,10 @@
 //! (its node went with the session); a reconnect within the session keeps it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 
 use crate::client::{Client, ListenerId, OneshotWatcher};
 use crate::error::{Error, Result};
@@ -74,28 +74,101 @@ impl LockState {
     }
 }
 
-/// A stream of a lock's state changes (see [`Lock::state_events`]).
-#[derive(Debug, Clone)]
+/// A stream of a lock's state changes (see [`Lock::state_events`]). Every change reaches every
+/// stream, in order: a `Suspended` that a quick reconnect ended is still seen. A clone is a new
+/// stream, of the changes from then on.
+#[derive(Debug)]
 pub struct LockEvents {
-    rx: watch::Receiver<LockState>,
+    cell: Arc<StateCell>,
+    rx: mpsc::UnboundedReceiver<LockState>,
+}
+
+impl Clone for LockEvents {
+    fn clone(&self) -> LockEvents {
+        self.cell.subscribe()
+    }
 }
 
 impl LockEvents {
     /// The current state.
     pub fn current(&self) -> LockState {
-        *self.rx.borrow()
+        self.cell.get()
     }
 
     /// Waits for the next change and returns the new state; `None` once the lock is dropped.
     pub async fn changed(&mut self) -> Option<LockState> {
-        self.rx.changed().await.ok()?;
-        Some(*self.rx.borrow_and_update())
+        self.rx.recv().await
     }
 
-    /// Waits until the state satisfies `f` (returns at once if it does now); `None` once the
-    /// lock is dropped.
-    pub async fn wait_for(&mut self, f: impl FnMut(&LockState) -> bool) -> Option<LockState> {
-        self.rx.wait_for(f).await.ok().map(|s| *s)
+    /// Returns the current state if it satisfies `f`, else waits for the next change that
+    /// does; `None` once the lock is dropped.
+    pub async fn wait_for(&mut self, mut f: impl FnMut(&LockState) -> bool) -> Option<LockState> {
+        let now = self.current();
+        if f(&now) {
+            return Some(now);
+        }
+        loop {
+            let s = self.rx.recv().await?;
+            if f(&s) {
+                return Some(s);
+            }
+        }
+    }
+}
+
+/// A lock's state and the streams that hear its changes.
+#[derive(Debug)]
+pub(crate) struct StateCell {
+    inner: Mutex<CellInner>,
+}
+
+#[derive(Debug)]
+struct CellInner {
+    state: LockState,
+    subscribers: Vec<mpsc::UnboundedSender<LockState>>,
+}
+
+impl StateCell {
+    fn new() -> Arc<StateCell> {
+        Arc::new(StateCell {
+            inner: Mutex::new(CellInner {
+                state: LockState::Released,
+                subscribers: Vec::new(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CellInner> {
+        // A panic while holding it leaves a valid state (it is one plain value).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn get(&self) -> LockState {
+        self.lock().state
+    }
+
+    /// Applies `f`; a change is sent to every stream (under the lock, so in order).
+    fn update(&self, f: impl FnOnce(LockState) -> LockState) {
+        let mut g = self.lock();
+        let next = f(g.state);
+        if next != g.state {
+            g.state = next;
+            g.subscribers.retain(|tx| tx.send(next).is_ok());
+        }
+    }
+
+    pub(crate) fn subscribe(self: &Arc<Self>) -> LockEvents {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().subscribers.push(tx);
+        LockEvents {
+            cell: self.clone(),
+            rx,
+        }
+    }
+
+    /// Ends every stream (the lock is gone).
+    fn close(&self) {
+        self.lock().subscribers.clear();
     }
 }
 
@@ -124,7 +197,7 @@ pub struct Lock {
 }
 
 struct Shared {
-    state: watch::Sender<LockState>,
+    state: Arc<StateCell>,
     /// Times a watch on a predecessor woke this contender.
     wakeups: AtomicU64,
     /// Session losses seen by the listener.
@@ -162,9 +235,8 @@ impl Lock {
 
     fn with_kind(client: &Client, path: &str, identifier: &str, kind: Kind) -> Result<Lock> {
         crate::path::validate_path(path, false)?;
-        let (state, _) = watch::channel(LockState::Released);
         let shared = Arc::new(Shared {
-            state,
+            state: StateCell::new(),
             wakeups: AtomicU64::new(0),
             losses: AtomicU64::new(0),
         });
@@ -173,12 +245,7 @@ impl Lock {
             if ev.state == SessionState::Lost {
                 s.losses.fetch_add(1, Ordering::SeqCst);
             }
-            s.state.send_if_modified(|st| {
-                let next = st.on_session(ev.state);
-                let changed = next != *st;
-                *st = next;
-                changed
-            });
+            s.state.update(|st| st.on_session(ev.state));
         });
         Ok(Lock {
             client: client.clone(),
@@ -339,7 +406,7 @@ impl Lock {
 
     /// Where the lock stands now.
     pub fn state(&self) -> LockState {
-        *self.shared.state.borrow()
+        self.shared.state.get()
     }
 
     /// Whether the lock is held with the session connected (`Held`).
@@ -357,9 +424,12 @@ impl Lock {
 
     /// Every state change from now on (`Suspended` and `Lost` among them).
     pub fn state_events(&self) -> LockEvents {
-        LockEvents {
-            rx: self.shared.state.subscribe(),
-        }
+        self.shared.state.subscribe()
+    }
+
+    /// The state cell, for owners that outlive their hold on the `Lock` (a latch's task).
+    pub(crate) fn state_cell(&self) -> Arc<StateCell> {
+        self.shared.state.clone()
     }
 
     /// How many times a watch on a predecessor woke this contender: with no herd, one per
@@ -379,17 +449,14 @@ impl Lock {
     }
 
     fn set_state(&self, s: LockState) {
-        self.shared.state.send_if_modified(|st| {
-            let changed = *st != s;
-            *st = s;
-            changed
-        });
+        self.shared.state.update(|_| s);
     }
 }
 
 impl Drop for Lock {
     fn drop(&mut self) {
         self.client.remove_listener(self.listener);
+        self.shared.state.close();
         if let Some(path) = self.node_path() {
             // Fire and forget: the request completes whenever the session can send it.
             let _ = self.client.delete(&path, None).rawlink(|_, _| {});
@@ -486,6 +553,8 @@ pub(crate) struct LockCore {
     create: Protected,
     /// This contender's node name, once created.
     node: Option<String>,
+    /// The session that created it (its ephemeral owner).
+    owner: i64,
     token: Option<FencingToken>,
     blocking: bool,
     phase: Phase,
@@ -516,6 +585,7 @@ impl LockCore {
                 true,
             ),
             node: None,
+            owner: 0,
             token: None,
             blocking: true,
             phase: Phase::Idle,
@@ -572,7 +642,7 @@ impl LockCore {
                 protected::Next::Done(Err(e)) => Step::Failed(e),
             },
             Phase::List => match reply {
-                Ok(Response::Children(children)) => self.decide(&children),
+                Ok(Response::Children(children)) => self.decide(&children, session_id),
                 Err(e) if driver::transient(&e) => self.list(),
                 Err(Error::SessionExpired | Error::NoNode) => self.recreate(),
                 Err(e) => Step::Failed(e),
@@ -637,16 +707,18 @@ impl LockCore {
             czxid: stat.czxid,
         });
         self.node = Some(name);
+        self.owner = stat.ephemeral_owner;
         self.list()
     }
 
     /// Given the directory's children: acquired, or whom to watch.
-    fn decide(&mut self, children: &[String]) -> Step {
+    fn decide(&mut self, children: &[String], session_id: i64) -> Step {
         let Some(own) = self.node.clone() else {
             return self.recreate();
         };
-        if !children.contains(&own) {
-            // Our node went (the session was lost meanwhile): contend again.
+        if !children.contains(&own) || self.owner != session_id {
+            // Our node went, or belongs to a session that is gone (the client may see its
+            // session expire a moment before the server removes the node): contend again.
             return self.recreate();
         }
         match predecessor(children, &own, &self.all, &self.excludes) {
@@ -1035,6 +1107,20 @@ mod tests {
     }
 
     #[test]
+    fn a_node_of_an_earlier_session_is_not_held() {
+        let mut core = LockCore::new("/l", b"", Kind::Exclusive);
+        core.acquire(true);
+        let (name, _) = created(&mut core, 2, 10);
+        // The session changed (1 -> 2) while the list was in flight; the old node is still
+        // listed because the server has not removed it yet.
+        let step = core.on_reply(Ok(Response::Children(vec![name])), 2);
+        assert!(
+            matches!(step, Step::Send(Request::Create { .. })),
+            "{step:?}"
+        );
+    }
+
+    #[test]
     fn holder_states_follow_kazoos_meaning() {
         use LockState::*;
         assert_eq!(Held.on_session(SessionState::Suspended), Suspended);
@@ -1044,6 +1130,30 @@ mod tests {
         assert_eq!(Lost.on_session(SessionState::Connected), Lost);
         assert_eq!(Released.on_session(SessionState::Suspended), Released);
         assert_eq!(Acquiring.on_session(SessionState::Lost), Acquiring);
+    }
+
+    #[test]
+    fn every_state_change_reaches_every_stream_in_order() {
+        use LockState::*;
+        let cell = StateCell::new();
+        let mut a = cell.subscribe();
+        cell.update(|_| Held);
+        let mut b = cell.subscribe();
+        // A suspension that a reconnect ends at once is still heard.
+        cell.update(|s| s.on_session(SessionState::Suspended));
+        cell.update(|s| s.on_session(SessionState::Connected));
+        cell.update(|s| s.on_session(SessionState::Connected)); // no change, no event
+        let drain =
+            |e: &mut LockEvents| std::iter::from_fn(|| e.rx.try_recv().ok()).collect::<Vec<_>>();
+        assert_eq!(drain(&mut a), [Held, Suspended, Held]);
+        assert_eq!(drain(&mut b), [Suspended, Held]);
+        assert_eq!(b.current(), Held);
+        cell.close();
+        assert_eq!(
+            crate::blocking::block_on(a.changed()),
+            None,
+            "closed with the lock"
+        );
     }
 
     #[test]
