@@ -122,8 +122,9 @@ async fn waiters_are_woken_by_their_predecessor_only() {
         let task = tokio::spawn(async move {
             let mut lock = lock;
             let token = lock.acquire(Some(WAIT)).await;
+            let at = Instant::now();
             w.store(lock.wakeups(), Ordering::SeqCst);
-            let _ = tx.send(token);
+            let _ = tx.send((token, at));
             let _ = release_rx.await;
             lock.release().await.unwrap();
             c.close().await;
@@ -145,13 +146,16 @@ async fn waiters_are_woken_by_their_predecessor_only() {
     );
 
     let mut last = first.token().unwrap();
+    let mut released = Instant::now();
     first.release().await.unwrap();
+    let mut handoffs = Vec::new();
     for (i, (rx, release, wakeups, task)) in waiters.into_iter().enumerate() {
-        let token = tokio::time::timeout(WAIT, rx)
+        let (token, at) = tokio::time::timeout(WAIT, rx)
             .await
             .expect("the next waiter acquires")
-            .unwrap()
             .unwrap();
+        let token = token.unwrap();
+        handoffs.push(at.saturating_duration_since(released));
         assert!(
             token > last,
             "fencing tokens increase: {last:?} then {token:?}"
@@ -162,9 +166,17 @@ async fn waiters_are_woken_by_their_predecessor_only() {
             1,
             "waiter {i} was woken once, by its predecessor's release"
         );
+        released = Instant::now();
         release.send(()).unwrap();
         task.await.unwrap();
     }
+    let began = Instant::now();
+    zk.exists(&path).await.unwrap();
+    println!(
+        "hand-off from the release call to the next holder: {handoffs:?} (one exists round \
+         trip: {:?})",
+        began.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
