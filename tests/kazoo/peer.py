@@ -14,6 +14,11 @@ and read the answer later:
   count PATH DELTA N    -> adds DELTA N times with Kazoo's Counter; "counted VALUE"
   put PATH VALUE PRIO   -> Queue.put; "put"
   get PATH              -> Queue.get; "got VALUE" or "empty"
+  join PATH ID          -> joins Kazoo's Party; "joined"
+  members PATH          -> the party's identifiers, sorted, space-separated
+  lqput PATH VALUE PRIO -> LockingQueue.put; "put"
+  lqget PATH            -> LockingQueue.get (5 s at most); "got VALUE" or "empty"
+  lqconsume             -> LockingQueue.consume on the queue of the last lqget; "consumed"
   quit                  -> "bye", then exits
 Errors answer "error TYPE: MESSAGE".
 """
@@ -37,6 +42,8 @@ def main():
     resign = threading.Event()
     resigned = threading.Event()
     election_thread = None
+    party = None
+    locking_queue = None
     say("ready")
     for line in sys.stdin:
         words = line.split()
@@ -85,6 +92,21 @@ def main():
             elif cmd == "get":
                 v = zk.Queue(args[0]).get()
                 say("empty" if v is None else "got " + v.decode())
+            elif cmd == "join":
+                party = zk.Party(args[0], args[1])
+                party.join()
+                say("joined")
+            elif cmd == "members":
+                say(" ".join(sorted(zk.Party(args[0]))))
+            elif cmd == "lqput":
+                zk.LockingQueue(args[0]).put(args[1].encode(), priority=int(args[2]))
+                say("put")
+            elif cmd == "lqget":
+                locking_queue = zk.LockingQueue(args[0])
+                v = locking_queue.get(timeout=5)
+                say("empty" if v is None else "got " + v.decode())
+            elif cmd == "lqconsume":
+                say("consumed" if locking_queue.consume() else "not consumed")
             elif cmd == "quit":
                 say("bye")
                 break

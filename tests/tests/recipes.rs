@@ -985,3 +985,51 @@ async fn kazoo_and_wazoo_share_a_queue() {
     assert_eq!(kazoo.call(&format!("get {path}")).await.unwrap(), "got w-2");
     assert_eq!(kazoo.call(&format!("get {path}")).await.unwrap(), "empty");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kazoo_and_wazoo_share_a_party_and_a_locking_queue() {
+    let zk = connect().await;
+    let party_path = fresh(&zk, "kazoo-party").await;
+    let queue_path = fresh(&zk, "kazoo-locking-queue").await;
+    let mut kazoo = KazooPeer::start(&server().connect_string()).await.unwrap();
+
+    assert_eq!(
+        kazoo
+            .call(&format!("join {party_path} kazoo"))
+            .await
+            .unwrap(),
+        "joined"
+    );
+    let mut party = Party::new(&zk, &party_path, "wazoo").unwrap();
+    party.join().await.unwrap();
+    let mut members = party.members().await.unwrap();
+    members.sort();
+    assert_eq!(members, ["kazoo", "wazoo"]);
+    assert_eq!(
+        kazoo.call(&format!("members {party_path}")).await.unwrap(),
+        "kazoo wazoo"
+    );
+
+    // Kazoo locks the first item; wazoo gets the next one, then the first once Kazoo is done.
+    let mut queue = LockingQueue::new(&zk, &queue_path).unwrap();
+    queue.put(b"w-1", 100).await.unwrap();
+    assert_eq!(
+        kazoo
+            .call(&format!("lqput {queue_path} k-2 100"))
+            .await
+            .unwrap(),
+        "put"
+    );
+    assert_eq!(
+        kazoo.call(&format!("lqget {queue_path}")).await.unwrap(),
+        "got w-1"
+    );
+    assert_eq!(
+        queue.get(Some(WAIT)).await.unwrap().as_deref(),
+        Some(&b"k-2"[..]),
+        "the item Kazoo locked is skipped"
+    );
+    assert!(queue.consume().await.unwrap());
+    assert_eq!(kazoo.call("lqconsume").await.unwrap(), "consumed");
+    assert!(queue.is_empty().await.unwrap());
+}
