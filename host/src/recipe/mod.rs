@@ -3,7 +3,9 @@
 //!
 //! Each coordination recipe is a state machine without I/O (what to send next, what a reply or
 //! an event means), tested without a server, and a native async driver over the public
-//! [`crate::Client`] API, with a blocking facade where the client has one. The shared
+//! [`crate::Client`] API. [`BlockingLock`] is the lock's blocking facade (the lock's timeouts
+//! need tokio's timer, so it runs each call on a small runtime of its own); the other recipes'
+//! futures need no timer when given no timeout and run under [`crate::block_on`]. The shared
 //! vocabulary is in `driver.rs`.
 
 mod barrier;
