@@ -215,7 +215,7 @@ async fn read_locks_share_and_write_locks_exclude() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blocking_lock_works_from_a_plain_thread() {
+async fn a_blocking_lock_and_the_timerless_recipes_work_from_a_plain_thread() {
     let zk = connect().await;
     let path = fresh(&zk, "blocking").await;
     let t = std::thread::spawn(move || {
@@ -223,6 +223,11 @@ async fn a_blocking_lock_works_from_a_plain_thread() {
         let token = lock.acquire(Some(WAIT)).unwrap();
         let contenders = lock.contenders().unwrap();
         assert!(lock.release().unwrap());
+        // The recipes without a timeout need no runtime at all.
+        let counter = Counter::new(&zk, &format!("{path}-count"), 0).unwrap();
+        assert_eq!(wazoo::block_on(counter.add(3)).unwrap().post, 3);
+        let mut election = Election::new(&zk, &format!("{path}-elect"), "thread").unwrap();
+        assert_eq!(wazoo::block_on(election.run(|_| async { 7 })).unwrap(), 7);
         (token, contenders)
     });
     let (token, contenders) = tokio::task::spawn_blocking(move || t.join().unwrap())
