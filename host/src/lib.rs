@@ -56,7 +56,7 @@ pub use dispatch::{
 };
 pub use error::{Error, Result};
 pub use path::validate_path;
-#[doc(hidden)]
+#[cfg(feature = "test-support")]
 pub use plugin::HostProbe;
 pub use plugin::{
     Binding, IsolationMode, Plugin, PluginError, PluginHost, PluginHostConfig, PluginStats, Policy,

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
-use super::runtime::PluginError;
+use super::error::PluginError;
 
 /// A temporary file this old was left by a writer that died (a write takes milliseconds).
 const STALE_TEMPORARY: Duration = Duration::from_secs(3600);

@@ -74,7 +74,7 @@ pub(crate) struct Ticker {
     /// Whether the ticker is parked (for tests).
     parked: AtomicBool,
     /// Calls that have run for a whole tick without returning or waiting (see
-    /// `GuestState::end_call`), per lane thread (by `thread_slot`). While there are any,
+    /// `Meter::end_call`), per lane thread (by `runtime::thread_slot`). While there are any,
     /// the ticker ticks four times as often: a spinning guest yields at every tick, and the
     /// lanes that share its thread wait for their turn at most that long. An event queued for
     /// a lane whose thread a spinning call holds bumps the epoch, so that the call yields at
@@ -258,8 +258,6 @@ pub(crate) async fn within<F: Future>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::runtime::thread_slot;
-    use crate::LaneKind;
 
     #[test]
     fn the_epoch_ticks_only_while_guest_code_runs() {
@@ -317,7 +315,7 @@ mod tests {
             per_s
         };
         let normal = rate("normally");
-        let watch = thread_slot(LaneKind::Watch, 0, 1);
+        let watch = 1; // the watch lane's thread, with one thread per kind
         ticker.spun(watch, true);
         let fast = rate("while spinning");
         ticker.spun(watch, false);

@@ -50,19 +50,51 @@
 //! last handle stops the guest runtime, the epoch ticker and the forwarding lanes, and releases
 //! every instance. Unloading a plugin removes its session listener and its one-shot watches.
 
+//!
+//! # Layering
+//!
+//! Each module uses only those on the lines above its own (and `bindings`, `crate::`); none
+//! uses one on its own line or below, so there are no cycles:
+//!
+//! ```text
+//! error, config, policy, stdio, stats, convert, epoch    leaves (`cache` uses `error`, `engine`
+//! cache, engine, meter                                   `config`; `meter` uses `epoch`)
+//! component          compiles and links components, generic over the Store's data
+//! runtime            the engine, ticker, guest threads and in-flight count every plugin shares
+//! state              a plugin's state, its lanes' events and queues, its Stores' data
+//! watches            kept-armed, persistent and one-shot watches, sending to `state`
+//! imports/           the WIT imports on a view of the Store's data (`zookeeper` uses `watches`)
+//! instance           building an instance (Store, WASI, limits, meter; `init`)
+//! lane               the lane task: events one at a time, instances rebuilt with backoff
+//! host               `PluginHost` and `Plugin`: loading, binding, reloading, lifetime
+//! ```
+
 mod cache;
+mod component;
+mod config;
+mod convert;
+mod engine;
 mod epoch;
+mod error;
+mod host;
 mod imports;
+mod instance;
+mod lane;
+mod meter;
 mod policy;
 mod runtime;
+mod state;
+mod stats;
 mod stdio;
 mod watches;
 
+pub use config::{IsolationMode, PluginHostConfig};
+pub use error::PluginError;
+#[cfg(feature = "test-support")]
+pub use host::HostProbe;
+pub use host::{Binding, Plugin, PluginHost};
 pub use policy::Policy;
-pub use runtime::{
-    Binding, HostProbe, IsolationMode, Plugin, PluginError, PluginHost, PluginHostConfig,
-    PluginStats,
-};
+pub use stats::PluginStats;
 
 /// The generated bindings of `wit/plugin.wit`.
 pub(crate) mod bindings {

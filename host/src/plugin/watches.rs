@@ -1,6 +1,5 @@
 //! How bindings reach a plugin: kept-armed one-shot watches (data, children, existence),
-//! persistent watches bound again on a new session, a guest's own one-shot watches, and the
-//! conversion of the session's events into the guest's types.
+//! persistent watches bound again on a new session, and a guest's own one-shot watches.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,41 +7,13 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::bindings::wazoo::plugin::types as wit;
-use super::runtime::{GuestEvent, Shared};
+use super::convert::wit_event;
+use super::state::{GuestEvent, PluginState};
 use crate::dispatch::LaneKind;
 use crate::proto::records::{AddWatchMode, EventType, WatchedEvent};
-use crate::session::SessionState;
-
-pub(crate) fn wit_state(s: SessionState) -> wit::SessionState {
-    match s {
-        SessionState::Connected => wit::SessionState::Connected,
-        SessionState::ConnectedReadOnly => wit::SessionState::ConnectedReadOnly,
-        SessionState::Suspended => wit::SessionState::Suspended,
-        SessionState::Lost => wit::SessionState::Lost,
-        SessionState::Closed => wit::SessionState::Closed,
-    }
-}
-
-pub(crate) fn wit_event(ev: &WatchedEvent, seq: u64) -> wit::WatchEvent {
-    wit::WatchEvent {
-        event_type: match ev.event_type {
-            EventType::NodeCreated => wit::EventType::NodeCreated,
-            EventType::NodeDeleted => wit::EventType::NodeDeleted,
-            EventType::NodeDataChanged => wit::EventType::NodeDataChanged,
-            EventType::NodeChildrenChanged => wit::EventType::NodeChildrenChanged,
-            EventType::DataWatchRemoved => wit::EventType::DataWatchRemoved,
-            EventType::ChildWatchRemoved => wit::EventType::ChildWatchRemoved,
-            EventType::PersistentWatchRemoved => wit::EventType::PersistentWatchRemoved,
-            EventType::Resync => wit::EventType::Resync,
-            _ => wit::EventType::None,
-        },
-        path: ev.path.clone(),
-        seq,
-    }
-}
 
 pub(crate) async fn add_persistent(
-    s: &Arc<Shared>,
+    s: &Arc<PluginState>,
     path: &str,
     mode: AddWatchMode,
 ) -> crate::Result<()> {
@@ -50,7 +21,7 @@ pub(crate) async fn add_persistent(
     // ends at the first event after the plugin is gone.
     let shared = Arc::downgrade(s);
     let bound = path.to_string();
-    s.client
+    s.client()
         .add_watch_owned(
             path,
             mode,
@@ -73,14 +44,11 @@ pub(crate) async fn add_persistent(
                     _ => false,
                 }
             },
-            Some(s.watching.clone()),
+            Some(s.watching().clone()),
         )
         .await?;
     // Unloading the plugin prunes it, here and on the server.
-    let mut armed = s.armed.lock().unwrap_or_else(|p| p.into_inner());
-    if !armed.iter().any(|p| p == path) {
-        armed.push(path.to_string());
-    }
+    s.watches(path);
     Ok(())
 }
 
@@ -88,14 +56,14 @@ pub(crate) async fn add_persistent(
 /// the request waits for it), retrying with backoff while the connection is down. Then the
 /// plugin gets a `resync` event for the path: changes made while no session existed were never
 /// reported, so it should re-read what it depends on.
-fn rebind_persistent(s: Arc<Shared>, path: String, mode: AddWatchMode, seq: u64) {
-    let rt = s.host.tasks().clone();
+fn rebind_persistent(s: Arc<PluginState>, path: String, mode: AddWatchMode, seq: u64) {
+    let rt = s.runtime().tasks().clone();
     rt.spawn(async move {
         let mut delay = Duration::from_millis(50);
         while s.loaded() {
             match Box::pin(add_persistent(&s, &path, mode)).await {
                 Ok(()) => {
-                    tracing::info!(plugin = %s.name, %path, "persistent binding added again on the new session");
+                    tracing::info!(plugin = %s.name(), %path, "persistent binding added again on the new session");
                     let ev = WatchedEvent {
                         event_type: EventType::Resync,
                         keeper_state: crate::KeeperState::SyncConnected,
@@ -107,7 +75,7 @@ fn rebind_persistent(s: Arc<Shared>, path: String, mode: AddWatchMode, seq: u64)
                 }
                 Err(crate::Error::Closed) => return,
                 Err(e) => {
-                    tracing::debug!(plugin = %s.name, %path, "adding the persistent binding again: {e}");
+                    tracing::debug!(plugin = %s.name(), %path, "adding the persistent binding again: {e}");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
@@ -142,7 +110,7 @@ pub(crate) enum Armed {
 /// with the re-arm's completion. A node deleted and created again in that window is told
 /// apart by its creation zxid, and the plugin gets both events. So the plugin always learns
 /// the node's existence, and every incarnation of it the watch could see.
-pub(crate) async fn arm(s: Arc<Shared>, path: String, kind: Armed) -> crate::Result<()> {
+pub(crate) async fn arm(s: Arc<PluginState>, path: String, kind: Armed) -> crate::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(WatchedEvent, u64)>();
     let forward = move |tx: mpsc::UnboundedSender<(WatchedEvent, u64)>| {
         move |ev: WatchedEvent, info: crate::CallbackInfo| {
@@ -151,13 +119,8 @@ pub(crate) async fn arm(s: Arc<Shared>, path: String, kind: Armed) -> crate::Res
     };
     let (now, _) = arm_once(&s, &path, kind, forward(tx.clone())).await?;
     let mut known = Known::from(now);
-    {
-        let mut armed = s.armed.lock().unwrap_or_else(|p| p.into_inner());
-        if !armed.contains(&path) {
-            armed.push(path.clone());
-        }
-    }
-    let rt = s.host.tasks().clone();
+    s.watches(&path);
+    let rt = s.runtime().tasks().clone();
     rt.spawn(async move {
         while let Some((ev, seq)) = rx.recv().await {
             if !s.loaded() {
@@ -183,7 +146,7 @@ pub(crate) async fn arm(s: Arc<Shared>, path: String, kind: Armed) -> crate::Res
                             s.send(LaneKind::Watch, GuestEvent::Watch(t));
                         }
                         for missed in known.missed(now) {
-                            tracing::debug!(plugin = %s.name, %path, "a change between trigger and re-arm: {missed:?}");
+                            tracing::debug!(plugin = %s.name(), %path, "a change between trigger and re-arm: {missed:?}");
                             let ev = wit::WatchEvent {
                                 event_type: missed,
                                 path: path.clone(),
@@ -199,7 +162,7 @@ pub(crate) async fn arm(s: Arc<Shared>, path: String, kind: Armed) -> crate::Res
                         if let Some(t) = trigger.take() {
                             s.send(LaneKind::Watch, GuestEvent::Watch(t));
                         }
-                        tracing::debug!(plugin = %s.name, %path, "re-arming the watch failed ({e}); retrying");
+                        tracing::debug!(plugin = %s.name(), %path, "re-arming the watch failed ({e}); retrying");
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_secs(1));
                     }
@@ -262,13 +225,13 @@ async fn stamped<T: Send + 'static>(p: crate::Pending<T>) -> crate::Result<(T, u
 /// missing); `w` hears its event. Withdrawn when the plugin is unloaded. Returns the node's
 /// creation zxid (`None` when it is missing), and the stamp of the request's completion.
 async fn arm_once(
-    s: &Arc<Shared>,
+    s: &Arc<PluginState>,
     path: &str,
     kind: Armed,
     w: impl FnOnce(WatchedEvent, crate::CallbackInfo) + Clone + Send + 'static,
 ) -> crate::Result<(Option<i64>, u64)> {
-    let alive = s.watching.clone();
-    let c = &s.client;
+    let alive = s.watching().clone();
+    let c = s.client();
     let exists =
         |r: crate::Result<(Option<crate::Stat>, u64)>| r.map(|(st, q)| (st.map(|st| st.czxid), q));
     match kind {
@@ -291,7 +254,7 @@ async fn arm_once(
 
 /// A one-shot watch a guest arms itself (`zookeeper.add-watch`): its one event, whatever it
 /// is, reaches the plugin's watch lane; nothing re-arms it.
-pub(crate) async fn watch_once(s: &Arc<Shared>, path: &str, kind: Armed) -> crate::Result<()> {
+pub(crate) async fn watch_once(s: &Arc<PluginState>, path: &str, kind: Armed) -> crate::Result<()> {
     let shared = Arc::downgrade(s);
     let w = move |ev: WatchedEvent, info: crate::CallbackInfo| {
         if ev.event_type == EventType::None {
@@ -302,10 +265,7 @@ pub(crate) async fn watch_once(s: &Arc<Shared>, path: &str, kind: Armed) -> crat
         }
     };
     arm_once(s, path, kind, w).await?;
-    let mut armed = s.armed.lock().unwrap_or_else(|p| p.into_inner());
-    if !armed.iter().any(|p| p == path) {
-        armed.push(path.to_string());
-    }
+    s.watches(path);
     Ok(())
 }
 
