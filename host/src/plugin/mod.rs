@@ -49,24 +49,24 @@
 //! plugins weakly, and only [`PluginHost`] and [`Plugin`] handles own the threads. Dropping the
 //! last handle stops the guest runtime, the epoch ticker and the forwarding lanes, and releases
 //! every instance. Unloading a plugin removes its session listener and its one-shot watches.
-
 //!
 //! # Layering
 //!
-//! Each module uses only those on the lines above its own (and `bindings`, `crate::`); none
-//! uses one on its own line or below, so there are no cycles:
+//! A module uses only modules on the lines above its own (besides `bindings`, the generated
+//! WIT bindings, and the rest of the crate); rustdoc links aside, none uses one on its own line
+//! or below, so there are no cycles:
 //!
 //! ```text
-//! error, config, policy, stdio, stats, convert, epoch    leaves (`cache` uses `error`, `engine`
-//! cache, engine, meter                                   `config`; `meter` uses `epoch`)
-//! component          compiles and links components, generic over the Store's data
-//! runtime            the engine, ticker, guest threads and in-flight count every plugin shares
-//! state              a plugin's state, its lanes' events and queues, its Stores' data
-//! watches            kept-armed, persistent and one-shot watches, sending to `state`
-//! imports/           the WIT imports on a view of the Store's data (`zookeeper` uses `watches`)
-//! instance           building an instance (Store, WASI, limits, meter; `init`)
-//! lane               the lane task: events one at a time, instances rebuilt with backoff
-//! host               `PluginHost` and `Plugin`: loading, binding, reloading, lifetime
+//! error config policy stdio stats convert epoch    leaves
+//! cache (error)  engine (config, error)  meter (epoch)
+//! component    compiles and links components; generic over the Store's data
+//! runtime      the engine, epoch ticker, guest threads and in-flight count all plugins share
+//! state        a plugin's state, its lanes' events and queues, its Stores' data
+//! watches      kept-armed, persistent and one-shot watches
+//! imports/     the WIT imports, on a view of the Store's data (`zookeeper.rs` uses watches)
+//! instance     building an instance: Store, WASI, limits, meter, `init`
+//! lane         the lane task: events in order, instances rebuilt after a crash with backoff
+//! host         `PluginHost` and `Plugin`: loading, binding, reloading, the threads' lifetime
 //! ```
 
 mod cache;
