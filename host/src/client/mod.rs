@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use crate::dispatch::Lanes;
 use crate::error::{Error, Result};
 use crate::path::{validate_path, Chroot};
-use crate::proto::ops;
+use crate::proto::ops::{self, OpCode};
 use crate::proto::records::{Acl, CreateMode};
 use crate::session::{Command, Effect, ReplySink, Request, Snapshot};
 
@@ -117,7 +117,7 @@ impl Client {
     }
 
     /// A frame for `opcode` whose body starts with the (chrooted) path.
-    fn path_frame(&self, opcode: i32, path: &str, extra: usize) -> BytesMut {
+    fn path_frame(&self, opcode: OpCode, path: &str, extra: usize) -> BytesMut {
         let c = &self.inner.chroot;
         let len = c.server_len(path);
         let mut f = ops::start_frame(opcode, len + 4 + extra);
@@ -126,7 +126,7 @@ impl Client {
         f
     }
 
-    fn path_req(&self, opcode: i32, path: &str) -> Result<(BytesMut, Effect)> {
+    fn path_req(&self, opcode: OpCode, path: &str) -> Result<(BytesMut, Effect)> {
         check(path)?;
         Ok((self.path_frame(opcode, path, 0), Effect::None))
     }

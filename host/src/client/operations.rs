@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 use crate::dispatch::CallbackInfo;
 use crate::error::{Error, Result};
 use crate::proto::multi::{self, Op, OpResult, ReadOp, ReadResult};
-use crate::proto::ops::{self, op};
+use crate::proto::ops::{self, op, OpCode};
 use crate::proto::records::{Acl, CreateMode, Stat, WatchedEvent};
 use crate::session::watches::{WatchKind, WatchSink};
 use crate::session::Effect;
@@ -78,7 +78,7 @@ impl Client {
 
     pub(super) fn watched_req(
         &self,
-        opcode: i32,
+        opcode: OpCode,
         kind: WatchKind,
         path: &str,
         sink: Option<WatchSink>,

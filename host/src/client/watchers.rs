@@ -163,7 +163,7 @@ impl Client {
             let effect = Effect::RemoveWatches {
                 path: self.server_path(path),
                 user_path: path.to_string(),
-                watcher_type: kind.code(),
+                watcher_type: kind,
             };
             (f, effect)
         });
@@ -175,7 +175,7 @@ impl Client {
     pub fn check_watches(&self, path: &str, kind: WatcherType) -> Pending<()> {
         let req = check(path).map(|_| {
             let mut f = self.path_frame(op::CHECK_WATCHES, path, 4);
-            f.put_i32(kind.code());
+            f.put_i32(kind as i32);
             (f, Effect::None)
         });
         self.pending(req, dec_empty_or_err)

@@ -4,7 +4,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::codec::{JuteWrite, Reader};
-use super::ops::{self, op};
+use super::ops::{self, op, OpCode};
 use super::records::{finish, Acl, CreateMode, Stat};
 use crate::error::{Error, Result};
 
@@ -144,8 +144,8 @@ pub enum ReadResult {
     Error(Error),
 }
 
-fn put_header(b: &mut BytesMut, ty: i32, done: bool) {
-    b.put_i32(ty);
+fn put_header(b: &mut BytesMut, ty: OpCode, done: bool) {
+    b.put_i32(ty.as_i32());
     b.put_bool_j(done);
     b.put_i32(-1);
 }
@@ -186,7 +186,7 @@ pub(crate) fn write_multi(
             }
         }
     }
-    put_header(b, -1, true);
+    put_header(b, op::ERROR, true);
 }
 
 /// Encodes a multiRead body.
@@ -203,7 +203,7 @@ pub(crate) fn write_multi_read(b: &mut BytesMut, ops_: &[ReadOp], map: impl Fn(&
             }
         }
     }
-    put_header(b, -1, true);
+    put_header(b, op::ERROR, true);
 }
 
 /// Decodes a multi response. `Ok` holds every op's result when all succeeded; when the multi
@@ -213,7 +213,7 @@ pub(crate) fn read_multi(body: &[u8], strip: impl Fn(&str) -> String) -> Result<
     let mut out = Vec::new();
     let mut failed: Option<(usize, Error)> = None;
     loop {
-        let ty = r.i32()?;
+        let ty = OpCode::from_wire(r.i32()?);
         let done = r.bool()?;
         let err = r.i32()?;
         if done {
@@ -276,7 +276,7 @@ pub(crate) fn read_multi_read(body: &[u8]) -> Result<Vec<ReadResult>> {
     let mut r = Reader::new(body);
     let mut out = Vec::new();
     loop {
-        let ty = r.i32()?;
+        let ty = OpCode::from_wire(r.i32()?);
         let done = r.bool()?;
         let _err = r.i32()?;
         if done {
@@ -318,10 +318,10 @@ mod tests {
     fn a_failed_multi_names_the_failing_op() {
         let mut b = BytesMut::new();
         for code in [0, -101, -2] {
-            put_header(&mut b, -1, false);
+            put_header(&mut b, op::ERROR, false);
             b.put_i32(code);
         }
-        put_header(&mut b, -1, true);
+        put_header(&mut b, op::ERROR, true);
         match read_multi(&b, id) {
             Err(Error::MultiFailed {
                 index,
@@ -354,7 +354,7 @@ mod tests {
             ..Default::default()
         }
         .write(&mut b);
-        put_header(&mut b, -1, true);
+        put_header(&mut b, op::ERROR, true);
         let strip = |p: &str| p.strip_prefix("/root").unwrap_or(p).to_string();
         let res = read_multi(&b, strip).unwrap();
         assert_eq!(res.len(), 4);
@@ -381,7 +381,7 @@ mod tests {
             |p, _| id(p),
         );
         let mut r = Reader::new(&b);
-        assert_eq!(r.i32().unwrap(), op::CHECK);
+        assert_eq!(r.i32().unwrap(), op::CHECK.as_i32());
         assert!(!r.bool().unwrap());
         assert_eq!(
             b[b.len() - 9..],

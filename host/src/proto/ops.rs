@@ -7,43 +7,115 @@ use super::codec::{JuteWrite, Reader};
 use super::records::{finish, Acl, ClientInfo, CreateMode, Stat};
 use crate::error::{Error, Result};
 
-/// Operation codes (`ZooDefs.OpCode`).
-pub(crate) mod op {
-    pub const CREATE: i32 = 1;
-    pub const DELETE: i32 = 2;
-    pub const EXISTS: i32 = 3;
-    pub const GET_DATA: i32 = 4;
-    pub const SET_DATA: i32 = 5;
-    pub const GET_ACL: i32 = 6;
-    pub const SET_ACL: i32 = 7;
-    pub const GET_CHILDREN: i32 = 8;
-    pub const SYNC: i32 = 9;
-    pub const PING: i32 = 11;
-    pub const GET_CHILDREN2: i32 = 12;
-    pub const CHECK: i32 = 13;
-    pub const MULTI: i32 = 14;
-    pub const CREATE2: i32 = 15;
-    pub const CHECK_WATCHES: i32 = 17;
-    pub const REMOVE_WATCHES: i32 = 18;
-    pub const CREATE_CONTAINER: i32 = 19;
-    pub const CREATE_TTL: i32 = 21;
-    pub const MULTI_READ: i32 = 22;
-    pub const AUTH: i32 = 100;
-    pub const SET_WATCHES2: i32 = 105;
-    pub const GET_EPHEMERALS: i32 = 103;
-    pub const GET_ALL_CHILDREN_NUMBER: i32 = 104;
-    pub const ADD_WATCH: i32 = 106;
-    pub const WHO_AM_I: i32 = 107;
-    pub const CLOSE: i32 = -11;
-    pub const ERROR: i32 = -1;
+/// An operation code (`ZooDefs.OpCode`), the type of a request as the wire carries it. A code
+/// read from the wire may be one this client does not know, so this is a number with names for
+/// the known ones rather than an enum.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(transparent)]
+pub(crate) struct OpCode(i32);
+
+/// The op codes under the short name the encoders spell them with (`op::GET_DATA`).
+pub(crate) use OpCode as op;
+
+impl OpCode {
+    pub(crate) const CREATE: OpCode = OpCode(1);
+    pub(crate) const DELETE: OpCode = OpCode(2);
+    pub(crate) const EXISTS: OpCode = OpCode(3);
+    pub(crate) const GET_DATA: OpCode = OpCode(4);
+    pub(crate) const SET_DATA: OpCode = OpCode(5);
+    pub(crate) const GET_ACL: OpCode = OpCode(6);
+    pub(crate) const SET_ACL: OpCode = OpCode(7);
+    pub(crate) const GET_CHILDREN: OpCode = OpCode(8);
+    pub(crate) const SYNC: OpCode = OpCode(9);
+    pub(crate) const PING: OpCode = OpCode(11);
+    pub(crate) const GET_CHILDREN2: OpCode = OpCode(12);
+    pub(crate) const CHECK: OpCode = OpCode(13);
+    pub(crate) const MULTI: OpCode = OpCode(14);
+    pub(crate) const CREATE2: OpCode = OpCode(15);
+    pub(crate) const CHECK_WATCHES: OpCode = OpCode(17);
+    pub(crate) const REMOVE_WATCHES: OpCode = OpCode(18);
+    pub(crate) const CREATE_CONTAINER: OpCode = OpCode(19);
+    pub(crate) const CREATE_TTL: OpCode = OpCode(21);
+    pub(crate) const MULTI_READ: OpCode = OpCode(22);
+    pub(crate) const AUTH: OpCode = OpCode(100);
+    pub(crate) const SET_WATCHES2: OpCode = OpCode(105);
+    /// A SASL token exchange.
+    pub(crate) const SASL: OpCode = OpCode(102);
+    pub(crate) const GET_EPHEMERALS: OpCode = OpCode(103);
+    pub(crate) const GET_ALL_CHILDREN_NUMBER: OpCode = OpCode(104);
+    pub(crate) const ADD_WATCH: OpCode = OpCode(106);
+    pub(crate) const WHO_AM_I: OpCode = OpCode(107);
+    pub(crate) const CLOSE: OpCode = OpCode(-11);
+    pub(crate) const ERROR: OpCode = OpCode(-1);
+
+    /// A code as read from the wire.
+    pub(crate) const fn from_wire(code: i32) -> OpCode {
+        OpCode(code)
+    }
+
+    /// The code as the wire carries it.
+    pub(crate) const fn as_i32(self) -> i32 {
+        self.0
+    }
+
+    /// The name of a known code.
+    fn name(self) -> Option<&'static str> {
+        Some(match self {
+            OpCode::CREATE => "CREATE",
+            OpCode::DELETE => "DELETE",
+            OpCode::EXISTS => "EXISTS",
+            OpCode::GET_DATA => "GET_DATA",
+            OpCode::SET_DATA => "SET_DATA",
+            OpCode::GET_ACL => "GET_ACL",
+            OpCode::SET_ACL => "SET_ACL",
+            OpCode::GET_CHILDREN => "GET_CHILDREN",
+            OpCode::SYNC => "SYNC",
+            OpCode::PING => "PING",
+            OpCode::GET_CHILDREN2 => "GET_CHILDREN2",
+            OpCode::CHECK => "CHECK",
+            OpCode::MULTI => "MULTI",
+            OpCode::CREATE2 => "CREATE2",
+            OpCode::CHECK_WATCHES => "CHECK_WATCHES",
+            OpCode::REMOVE_WATCHES => "REMOVE_WATCHES",
+            OpCode::CREATE_CONTAINER => "CREATE_CONTAINER",
+            OpCode::CREATE_TTL => "CREATE_TTL",
+            OpCode::MULTI_READ => "MULTI_READ",
+            OpCode::AUTH => "AUTH",
+            OpCode::SET_WATCHES2 => "SET_WATCHES2",
+            OpCode::SASL => "SASL",
+            OpCode::GET_EPHEMERALS => "GET_EPHEMERALS",
+            OpCode::GET_ALL_CHILDREN_NUMBER => "GET_ALL_CHILDREN_NUMBER",
+            OpCode::ADD_WATCH => "ADD_WATCH",
+            OpCode::WHO_AM_I => "WHO_AM_I",
+            OpCode::CLOSE => "CLOSE",
+            OpCode::ERROR => "ERROR",
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Debug for OpCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name() {
+            Some(n) => f.write_str(n),
+            None => write!(f, "OpCode({})", self.0),
+        }
+    }
+}
+
+/// The number, as the server's messages and ours have always shown it.
+impl std::fmt::Display for OpCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// Starts a frame: length placeholder, xid placeholder (filled in by the session), op code.
-pub(crate) fn start_frame(opcode: i32, capacity: usize) -> BytesMut {
+pub(crate) fn start_frame(opcode: OpCode, capacity: usize) -> BytesMut {
     let mut b = BytesMut::with_capacity(12 + capacity);
     b.put_i32(0);
     b.put_i32(0);
-    b.put_i32(opcode);
+    b.put_i32(opcode.as_i32());
     b
 }
 
@@ -55,12 +127,12 @@ pub(crate) fn seal_frame(b: &mut [u8], xid: i32) {
 }
 
 /// The op code of a sealed or unsealed frame.
-pub(crate) fn frame_opcode(b: &[u8]) -> i32 {
-    i32::from_be_bytes([b[8], b[9], b[10], b[11]])
+pub(crate) fn frame_opcode(b: &[u8]) -> OpCode {
+    OpCode(i32::from_be_bytes([b[8], b[9], b[10], b[11]]))
 }
 
 /// The opcode a create uses for this mode.
-pub(crate) fn create_opcode(mode: CreateMode) -> i32 {
+pub(crate) fn create_opcode(mode: CreateMode) -> OpCode {
     match mode {
         CreateMode::Container => op::CREATE_CONTAINER,
         CreateMode::PersistentWithTtl(_) | CreateMode::PersistentSequentialWithTtl(_) => {

@@ -255,7 +255,7 @@ proptest! {
     fn a_truncated_multi_reply_is_refused(s in stat(), p in path(), cut in any::<prop::sample::Index>()) {
         let mut b = BytesMut::new();
         for (ty, body) in [(op::CREATE2, true), (op::SET_DATA, true), (op::CHECK, false)] {
-            b.put_i32(ty);
+            b.put_i32(ty.as_i32());
             b.put_bool_j(false);
             b.put_i32(0);
             if ty == op::CREATE2 {

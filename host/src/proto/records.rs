@@ -365,40 +365,56 @@ impl AddWatchMode {
     }
 }
 
-/// Which watches `remove_watches` / `check_watches` act on.
+/// Which watches `remove_watches` / `check_watches` act on. The discriminants are ZooKeeper's
+/// `WatcherType` codes: `kind as i32` is the code, [`TryFrom<i32>`] reads one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i32)]
 pub enum WatcherType {
     /// Child watches.
-    Children,
+    Children = 1,
     /// Data and exist watches.
-    Data,
+    Data = 2,
     /// All of them.
-    Any,
+    Any = 3,
     /// Persistent watches (3.6+).
-    Persistent,
+    Persistent = 4,
     /// Persistent recursive watches (3.6+).
-    PersistentRecursive,
+    PersistentRecursive = 5,
 }
 
 impl WatcherType {
-    pub(crate) fn code(self) -> i32 {
-        match self {
-            WatcherType::Children => 1,
-            WatcherType::Data => 2,
-            WatcherType::Any => 3,
-            WatcherType::Persistent => 4,
-            WatcherType::PersistentRecursive => 5,
-        }
-    }
-
     /// The type sent to the server. ZooKeeper 3.8 refuses types 4 and 5 (a marshalling
     /// error): a persistent watch leaves the server only with `Any`, which takes this
     /// session's other watches at the path too; the session arms those again.
     pub(crate) fn wire_code(self) -> i32 {
         match self {
-            WatcherType::Persistent | WatcherType::PersistentRecursive => 3,
-            other => other.code(),
+            WatcherType::Persistent | WatcherType::PersistentRecursive => WatcherType::Any as i32,
+            other => other as i32,
         }
+    }
+
+    /// Whether this names one of the persistent kinds.
+    pub(crate) fn is_persistent(self) -> bool {
+        matches!(
+            self,
+            WatcherType::Persistent | WatcherType::PersistentRecursive
+        )
+    }
+}
+
+/// Reads a ZooKeeper `WatcherType` code (1 to 5); any other number is returned as the error.
+impl TryFrom<i32> for WatcherType {
+    type Error = i32;
+
+    fn try_from(code: i32) -> std::result::Result<WatcherType, i32> {
+        Ok(match code {
+            1 => WatcherType::Children,
+            2 => WatcherType::Data,
+            3 => WatcherType::Any,
+            4 => WatcherType::Persistent,
+            5 => WatcherType::PersistentRecursive,
+            other => return Err(other),
+        })
     }
 }
 
@@ -571,5 +587,25 @@ mod tests {
         let mut b = BytesMut::new();
         Acl::write_all(&acl, &mut b);
         assert_eq!(Acl::read_all(&mut Reader::new(&b)).unwrap(), acl);
+    }
+
+    #[test]
+    fn watcher_types_are_zookeepers_codes() {
+        for t in [
+            WatcherType::Children,
+            WatcherType::Data,
+            WatcherType::Any,
+            WatcherType::Persistent,
+            WatcherType::PersistentRecursive,
+        ] {
+            assert_eq!(WatcherType::try_from(t as i32), Ok(t));
+        }
+        assert_eq!(WatcherType::Children as i32, 1);
+        assert_eq!(WatcherType::PersistentRecursive as i32, 5);
+        assert_eq!(WatcherType::try_from(0), Err(0));
+        assert_eq!(WatcherType::try_from(6), Err(6));
+        // 3.8 removes persistent watches only with Any.
+        assert_eq!(WatcherType::Persistent.wire_code(), 3);
+        assert_eq!(WatcherType::Data.wire_code(), 2);
     }
 }

@@ -27,10 +27,10 @@ use crate::error::{Error, Result};
 use crate::path::Chroot;
 use crate::proto::codec::Reader;
 use crate::proto::frame::next_frame;
-use crate::proto::ops::{self, op};
+use crate::proto::ops::{self, op, OpCode};
 use crate::proto::records::{
     ConnectRequest, ConnectResponse, EventType, KeeperState, ReplyHeader, WatchedEvent,
-    REPLY_HEADER_LEN, XID_AUTH, XID_NOTIFICATION, XID_PING, XID_SET_WATCHES,
+    WatcherType, REPLY_HEADER_LEN, XID_AUTH, XID_NOTIFICATION, XID_PING, XID_SET_WATCHES,
 };
 use crate::rand::Rng;
 use crate::tls::{self, TlsConnector, TlsFailure};
@@ -112,7 +112,7 @@ enum Reply {
 
 struct InFlight {
     xid: i32,
-    opcode: i32,
+    opcode: OpCode,
     reply: Reply,
     effect: Effect,
 }
@@ -832,8 +832,8 @@ impl Actor {
                             }
                             Some(Command::Unlisten(id)) => self.unlisten(id),
                             Some(Command::Prune { path }) => {
-                                for code in self.watches.prune(&path) {
-                                    self.remove_on_server(&path, code, wbuf, inflight);
+                                for kind in self.watches.prune(&path) {
+                                    self.remove_on_server(&path, kind, wbuf, inflight);
                                 }
                             }
                             Some(Command::Close(w)) => {
@@ -930,17 +930,16 @@ impl Actor {
     fn remove_on_server(
         &mut self,
         path: &str,
-        code: i32,
+        kind: WatcherType,
         wbuf: &mut BytesMut,
         inflight: &mut VecDeque<InFlight>,
     ) {
         // ZooKeeper 3.8 removes a persistent watch only with `Any` (see
         // `WatcherType::wire_code`); the one-shot watches that takes along are armed again.
-        let persistent = code == 4 || code == 5;
         let mut f = ops::start_frame(op::REMOVE_WATCHES, path.len() + 8);
-        ops::write_path_version(&mut f, path, if persistent { 3 } else { code });
+        ops::write_path_version(&mut f, path, kind.wire_code());
         self.write_internal(f, Reply::Internal, wbuf, inflight);
-        if persistent {
+        if kind.is_persistent() {
             self.rearm_uncovered(path, wbuf, inflight);
         }
     }
@@ -987,8 +986,12 @@ impl Actor {
                 let emptied = self.watches.dispatch(seq, &path, ev);
                 for (kind, p) in emptied {
                     // Nobody listens any more: remove the watch on the server too.
-                    let code = if kind == WatchKind::Persistent { 4 } else { 5 };
-                    self.remove_on_server(&p, code, wbuf, inflight);
+                    let kind = if kind == WatchKind::Persistent {
+                        WatcherType::Persistent
+                    } else {
+                        WatcherType::PersistentRecursive
+                    };
+                    self.remove_on_server(&p, kind, wbuf, inflight);
                 }
             }
             XID_PING => {}
@@ -1067,7 +1070,7 @@ impl Actor {
                     Reply::Internal => {
                         if h.err != 0 {
                             debug!(
-                                opcode = p.opcode,
+                                opcode = ?p.opcode,
                                 "internal request failed: {}",
                                 Error::from_code(h.err)
                             );
@@ -1107,7 +1110,7 @@ impl Actor {
                     return None;
                 }
                 self.watches.remove(seq, &path, watcher_type, &user_path);
-                matches!(watcher_type, 4 | 5).then_some(path)
+                watcher_type.is_persistent().then_some(path)
             }
         }
     }

@@ -23,7 +23,7 @@ use watches::{WatchKind, WatchSink};
 use crate::client::ListenerId;
 use crate::dispatch::{CallbackInfo, LaneKind, Lanes};
 use crate::error::Result;
-use crate::proto::records::KeeperState;
+use crate::proto::records::{KeeperState, WatcherType};
 
 /// What the client asks of the session.
 #[derive(Debug)]
@@ -151,7 +151,7 @@ pub(crate) enum Effect {
     RemoveWatches {
         path: String,
         user_path: String,
-        watcher_type: i32,
+        watcher_type: WatcherType,
     },
 }
 

@@ -29,11 +29,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::error::Error;
 use crate::proto::codec::{JuteWrite, Reader};
 use crate::proto::frame::next_frame;
-use crate::proto::ops;
+use crate::proto::ops::{self, op};
 use crate::proto::records::ReplyHeader;
 
-/// ZooKeeper's op code of a SASL token exchange (`ZooDefs.OpCode.sasl`).
-const OP_SASL: i32 = 102;
 /// The SASL "server name" ZooKeeper's DIGEST-MD5 uses (its realm too).
 const ZK_SERVER_NAME: &str = "zk-sasl-md5";
 /// The SASL protocol name ZooKeeper uses.
@@ -380,7 +378,7 @@ fn parse_directives(s: &str) -> Result<Vec<(String, String)>, Error> {
 
 /// One SASL request frame (`GetSASLRequest{buffer token}`) with its xid.
 fn sasl_frame(xid: i32, token: &[u8]) -> BytesMut {
-    let mut f = ops::start_frame(OP_SASL, 4 + token.len());
+    let mut f = ops::start_frame(op::SASL, 4 + token.len());
     f.put_buf_j(token);
     ops::seal_frame(&mut f, xid);
     f

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::dispatch::{CallbackInfo, LaneKind, Lanes};
 
 use crate::proto::ops::SetWatches;
-use crate::proto::records::{EventType, KeeperState, WatchedEvent};
+use crate::proto::records::{EventType, KeeperState, WatchedEvent, WatcherType};
 
 /// A persistent lane callback; false from it stops the watcher.
 pub(crate) type ManyFn = Arc<Mutex<dyn FnMut(WatchedEvent, CallbackInfo) -> bool + Send>>;
@@ -222,22 +222,22 @@ impl WatchRegistry {
         emptied
     }
 
-    /// Removes every watcher of the kinds `remove_watches` named (a [`crate::WatcherType`] code)
-    /// at a path, telling each one with a *WatchRemoved event.
+    /// Removes every watcher of the kinds `remove_watches` named at a path, telling each one
+    /// with a *WatchRemoved event.
     pub(crate) fn remove(
         &mut self,
         seq: u64,
         server_path: &str,
-        watcher_type: i32,
+        watcher_type: WatcherType,
         user_path: &str,
     ) {
         let kinds: &[(WatchKind, EventType)] = match watcher_type {
-            1 => &[(WatchKind::Child, EventType::ChildWatchRemoved)],
-            2 => &[
+            WatcherType::Children => &[(WatchKind::Child, EventType::ChildWatchRemoved)],
+            WatcherType::Data => &[
                 (WatchKind::Data, EventType::DataWatchRemoved),
                 (WatchKind::Exist, EventType::DataWatchRemoved),
             ],
-            3 => &[
+            WatcherType::Any => &[
                 (WatchKind::Child, EventType::ChildWatchRemoved),
                 (WatchKind::Data, EventType::DataWatchRemoved),
                 (WatchKind::Exist, EventType::DataWatchRemoved),
@@ -247,12 +247,13 @@ impl WatchRegistry {
                     EventType::PersistentWatchRemoved,
                 ),
             ],
-            4 => &[(WatchKind::Persistent, EventType::PersistentWatchRemoved)],
-            5 => &[(
+            WatcherType::Persistent => {
+                &[(WatchKind::Persistent, EventType::PersistentWatchRemoved)]
+            }
+            WatcherType::PersistentRecursive => &[(
                 WatchKind::PersistentRecursive,
                 EventType::PersistentWatchRemoved,
             )],
-            _ => &[],
         };
         for (kind, ev_type) in kinds {
             for mut s in self.map(*kind).remove(server_path).unwrap_or_default() {
@@ -411,9 +412,9 @@ impl WatchRegistry {
         })
     }
 
-    /// Drops watchers at `path` whose owners are gone. Returns the watcher types (as
-    /// `remove_watches` codes) left with no watcher, whose server watch should be removed.
-    pub(crate) fn prune(&mut self, path: &str) -> Vec<i32> {
+    /// Drops watchers at `path` whose owners are gone. Returns the watcher types left with no
+    /// watcher, whose server watch should be removed.
+    pub(crate) fn prune(&mut self, path: &str) -> Vec<WatcherType> {
         let mut emptied = Vec::new();
         let prune = |m: &mut HashMap<String, Vec<WatchSink>>| -> bool {
             match m.get_mut(path) {
@@ -435,16 +436,16 @@ impl WatchRegistry {
             && !self.data.contains_key(path)
             && !self.exist.contains_key(path)
         {
-            emptied.push(2);
+            emptied.push(WatcherType::Data);
         }
         if prune(&mut self.child) {
-            emptied.push(1);
+            emptied.push(WatcherType::Children);
         }
         if prune(&mut self.persistent) {
-            emptied.push(4);
+            emptied.push(WatcherType::Persistent);
         }
         if prune(&mut self.recursive) {
-            emptied.push(5);
+            emptied.push(WatcherType::PersistentRecursive);
         }
         emptied
     }
@@ -549,7 +550,7 @@ mod tests {
         r.add(WatchKind::Data, "/p".into(), WatchSink::Once(t1));
         r.add(WatchKind::Child, "/p".into(), WatchSink::Once(t2));
         assert_eq!(r.uncovered("/p"), (false, false));
-        r.remove(2, "/p", 4, "/p");
+        r.remove(2, "/p", WatcherType::Persistent, "/p");
         assert_eq!(r.uncovered("/p"), (true, true));
         // A connection that ends takes the unanswered adds with it.
         r.adding(WatchKind::PersistentRecursive, "/x");
