@@ -48,7 +48,7 @@ mod tls;
 
 pub use blocking::{block_on, BlockingClient};
 pub use client::{
-    Client, ClientBuilder, CreateOptions, ListenerId, OneshotWatcher, Pending, PendingFuture,
+    Client, ClientBuilder, CreateOptions, OneshotWatcher, Pending, PendingFuture,
     PersistentWatcher, StateEvents,
 };
 pub use dispatch::{
@@ -72,5 +72,5 @@ pub use recipe::{
     Party, Queue, DEFAULT_PRIORITY,
 };
 pub use retry::RetryPolicy;
-pub use session::{SaslConfig, SessionEvent, SessionState};
+pub use session::{ListenerId, SaslConfig, SessionEvent, SessionState};
 pub use tls::{TlsConfig, TlsErrorKind};

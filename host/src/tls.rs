@@ -19,7 +19,6 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::error::{Error, Result};
-use crate::session::hosts::HostPort;
 
 /// What went wrong in a TLS connection, so that programs can react without parsing messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -291,52 +290,6 @@ impl TlsConfig {
             client_cert: self.client.is_some(),
             verify_hostname: self.verify_hostname,
         })
-    }
-}
-
-/// TLS as a session uses it: the user's settings, whether servers the connect string does not
-/// mark use them, and (once the client connects) what they were built into.
-#[derive(Debug, Clone)]
-pub(crate) struct TlsSetting {
-    pub config: TlsConfig,
-    /// Unmarked servers use TLS ([`crate::ClientBuilder::tls`]) or not
-    /// ([`crate::ClientBuilder::tls_per_host`]).
-    pub every_host: bool,
-    /// Built by [`prepare`].
-    pub connector: Option<TlsConnector>,
-}
-
-/// Builds the connector when some server uses TLS (reading the files once), and refuses a
-/// connect string that marks servers `tls://` when there are no TLS settings.
-pub(crate) fn prepare(tls: &mut Option<TlsSetting>, hosts: &[HostPort]) -> Result<()> {
-    let uses = |h: &HostPort, every: bool| h.tls.unwrap_or(every);
-    match tls {
-        None => match hosts.iter().find(|h| h.tls == Some(true)) {
-            Some(h) => Err(Error::TlsConfig(format!(
-                "the connect string marks {}:{} tls:// but no TLS settings were given                  (ClientBuilder::tls or tls_per_host, or the [zookeeper.tls] section)",
-                h.host, h.port
-            ))),
-            None => Ok(()),
-        },
-        Some(t) => {
-            if hosts.iter().any(|h| uses(h, t.every_host)) {
-                t.connector = Some(t.config.build()?);
-            }
-            Ok(())
-        }
-    }
-}
-
-/// The connector for `host` if it uses TLS.
-pub(crate) fn for_host<'a>(
-    tls: &'a Option<TlsSetting>,
-    host: &HostPort,
-) -> Option<&'a TlsConnector> {
-    let t = tls.as_ref()?;
-    if host.tls.unwrap_or(t.every_host) {
-        t.connector.as_ref()
-    } else {
-        None
     }
 }
 

@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 
 use crate::dispatch::Lanes;
 use crate::error::{Error, Result};
-use crate::session::hosts::ConnectString;
+use crate::session::hosts::{self, ConnectString, TlsSetting};
 use crate::session::{self, Command, SessionConfig, SessionState};
 
 use super::{Client, Inner};
@@ -102,7 +102,7 @@ impl ClientBuilder {
     /// # Ok(()) }
     /// ```
     pub fn tls(mut self, cfg: crate::TlsConfig) -> Self {
-        self.cfg.tls = Some(crate::tls::TlsSetting {
+        self.cfg.tls = Some(TlsSetting {
             config: cfg,
             every_host: true,
             connector: None,
@@ -113,7 +113,7 @@ impl ClientBuilder {
     /// TLS settings for the servers marked `tls://` in the connect string only; the others are
     /// reached in plain text (`tls://zk1:2281,zk2:2181`: the first over TLS).
     pub fn tls_per_host(mut self, cfg: crate::TlsConfig) -> Self {
-        self.cfg.tls = Some(crate::tls::TlsSetting {
+        self.cfg.tls = Some(TlsSetting {
             config: cfg,
             every_host: false,
             connector: None,
@@ -153,7 +153,7 @@ impl ClientBuilder {
     /// the TLS settings cannot be loaded.
     pub async fn connect(mut self) -> Result<Client> {
         let cs = ConnectString::parse(&self.connect_string)?;
-        crate::tls::prepare(&mut self.cfg.tls, &cs.hosts)?;
+        hosts::prepare_tls(&mut self.cfg.tls, &cs.hosts)?;
         let chroot = cs.chroot.clone();
         let (tx, snap) = session::spawn(self.cfg, cs)
             .map_err(|e| Error::InvalidArgument(format!("cannot start the session thread: {e}")))?;

@@ -29,7 +29,9 @@ use crate::session::{Command, Effect, ReplySink, Request, Snapshot};
 pub use builder::ClientBuilder;
 pub use operations::CreateOptions;
 pub use pending::{Pending, PendingFuture};
-pub use state::{ListenerId, StateEvents};
+pub use state::StateEvents;
+// For the crate's own users of the client; the public path is `wazoo::ListenerId`.
+pub(crate) use crate::session::ListenerId;
 pub use watchers::{OneshotWatcher, PersistentWatcher};
 
 #[derive(Debug)]

@@ -1,6 +1,5 @@
 //! The session as a client sees it: its state, state listeners, closing, credentials.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use crate::dispatch::CallbackInfo;
 use crate::error::{Error, Result};
 use crate::proto::ops::{self, op};
 use crate::proto::records::{ClientInfo, KeeperState};
-use crate::session::{Command, Effect, Listener, SessionEvent, SessionState};
+use crate::session::{Command, Effect, Listener, ListenerId, SessionEvent, SessionState};
 
 use super::decode::dec_whoami;
 use super::{Client, Pending};
@@ -70,7 +69,7 @@ impl Client {
         &self,
         f: impl Fn(SessionEvent, CallbackInfo) + Send + Sync + 'static,
     ) -> ListenerId {
-        let id = ListenerId(NEXT_LISTENER.fetch_add(1, Ordering::Relaxed));
+        let id = ListenerId::next();
         let _ = self.send(Command::Listen(Listener::Lane {
             id,
             lanes: self.lanes.clone(),
@@ -113,9 +112,3 @@ impl Client {
         )
     }
 }
-
-/// Identifies a state listener added with [`Client::add_listener`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ListenerId(u64);
-
-static NEXT_LISTENER: AtomicU64 = AtomicU64::new(1);

@@ -15,13 +15,13 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
-use super::hosts::{ConnectString, HostPort};
+use super::hosts::{self, ConnectString, HostPort, TlsSetting};
 use super::sasl::{self, SaslConfig, SaslFailure};
 use super::transport::Transport;
 use super::watches::{WatchKind, WatchRegistry};
 use super::{
-    Command, ConnectFailure, Effect, Listener, ReplySink, Request, SessionConfig, SessionEvent,
-    SessionState, Snapshot,
+    Command, ConnectFailure, Effect, Listener, ListenerId, ReplySink, Request, SessionConfig,
+    SessionEvent, SessionState, Snapshot,
 };
 use crate::error::{Error, Result};
 use crate::path::Chroot;
@@ -33,7 +33,7 @@ use crate::proto::records::{
     WatcherType, REPLY_HEADER_LEN, XID_AUTH, XID_NOTIFICATION, XID_PING, XID_SET_WATCHES,
 };
 use crate::rand::Rng;
-use crate::tls::{self, TlsConnector, TlsFailure};
+use crate::tls::{TlsConnector, TlsFailure};
 
 /// Stop taking new commands while this much is waiting to be written.
 const HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -314,7 +314,7 @@ impl Actor {
         true
     }
 
-    fn unlisten(&mut self, id: crate::client::ListenerId) {
+    fn unlisten(&mut self, id: ListenerId) {
         self.listeners
             .retain(|l| !matches!(l, Listener::Lane { id: i, .. } if *i == id));
     }
@@ -469,7 +469,7 @@ impl Actor {
             let mut every_server = true;
             for (addr, hi) in addrs {
                 let host = &self.hosts[hi];
-                let tls = tls::for_host(&self.cfg.tls, host).cloned();
+                let tls = hosts::tls_for(&self.cfg.tls, host).cloned();
                 let host = host.host.clone();
                 let req = ConnectRequest {
                     last_zxid_seen: self.last_zxid,
@@ -1225,7 +1225,7 @@ async fn handshake(
 async fn probe_read_write(
     hosts: Vec<HostPort>,
     current: SocketAddr,
-    tls: Option<tls::TlsSetting>,
+    tls: Option<TlsSetting>,
 ) -> SocketAddr {
     let mut delay = Duration::from_millis(100);
     loop {
@@ -1238,7 +1238,7 @@ async fn probe_read_write(
                 if a == current {
                     continue;
                 }
-                if isro(a, &h.host, tls::for_host(&tls, h)).await.as_deref() == Some("rw") {
+                if isro(a, &h.host, hosts::tls_for(&tls, h)).await.as_deref() == Some("rw") {
                     return a;
                 }
             }

@@ -1,9 +1,11 @@
 //! Connect strings: `host:port[,host:port...][/chroot]`, hosts as IPv4, `[IPv6]` or names,
 //! each optionally marked `tls://` (this server over TLS) or `tcp://` (this server in plain
 //! text); an unmarked server follows the client's global switch ([`crate::ClientBuilder::tls`]).
+//! Which server uses TLS, and with what connector, is decided here too.
 
 use crate::error::{Error, Result};
 use crate::path::Chroot;
+use crate::tls::{TlsConfig, TlsConnector};
 
 /// One server to try, as written in the connect string (names are resolved on every attempt).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +120,52 @@ fn chroot_start(input: &str) -> Option<usize> {
         at += item.len() + 1;
     }
     None
+}
+
+/// TLS as a session uses it: the user's settings, whether servers the connect string does not
+/// mark use them, and (once the client connects) what they were built into.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsSetting {
+    pub config: TlsConfig,
+    /// Unmarked servers use TLS ([`crate::ClientBuilder::tls`]) or not
+    /// ([`crate::ClientBuilder::tls_per_host`]).
+    pub every_host: bool,
+    /// Built by [`prepare_tls`].
+    pub connector: Option<TlsConnector>,
+}
+
+/// Builds the connector when some server uses TLS (reading the files once), and refuses a
+/// connect string that marks servers `tls://` when there are no TLS settings.
+pub(crate) fn prepare_tls(tls: &mut Option<TlsSetting>, hosts: &[HostPort]) -> Result<()> {
+    let uses = |h: &HostPort, every: bool| h.tls.unwrap_or(every);
+    match tls {
+        None => match hosts.iter().find(|h| h.tls == Some(true)) {
+            Some(h) => Err(Error::TlsConfig(format!(
+                "the connect string marks {}:{} tls:// but no TLS settings were given                  (ClientBuilder::tls or tls_per_host, or the [zookeeper.tls] section)",
+                h.host, h.port
+            ))),
+            None => Ok(()),
+        },
+        Some(t) => {
+            if hosts.iter().any(|h| uses(h, t.every_host)) {
+                t.connector = Some(t.config.build()?);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The connector for `host` if it uses TLS.
+pub(crate) fn tls_for<'a>(
+    tls: &'a Option<TlsSetting>,
+    host: &HostPort,
+) -> Option<&'a TlsConnector> {
+    let t = tls.as_ref()?;
+    if host.tls.unwrap_or(t.every_host) {
+        t.connector.as_ref()
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

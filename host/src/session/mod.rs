@@ -11,6 +11,7 @@ mod sasl;
 pub(crate) mod transport;
 pub(crate) mod watches;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -20,10 +21,21 @@ pub(crate) use actor::spawn;
 pub use sasl::SaslConfig;
 use watches::{WatchKind, WatchSink};
 
-use crate::client::ListenerId;
 use crate::dispatch::{CallbackInfo, LaneKind, Lanes};
 use crate::error::Result;
 use crate::proto::records::{KeeperState, WatcherType};
+
+/// Identifies a state listener added with [`crate::Client::add_listener`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerId(u64);
+
+impl ListenerId {
+    /// A new id, never handed out before in this process.
+    pub(crate) fn next() -> ListenerId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ListenerId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
 
 /// What the client asks of the session.
 #[derive(Debug)]
@@ -196,7 +208,7 @@ pub(crate) struct SessionConfig {
     /// Run the actor as a task on the caller's runtime instead of a thread of its own.
     pub on_caller_runtime: bool,
     /// TLS settings and which servers use them (see [`crate::ClientBuilder::tls`]).
-    pub tls: Option<crate::tls::TlsSetting>,
+    pub tls: Option<hosts::TlsSetting>,
     /// SASL credentials, used on every connection right after the handshake.
     pub sasl: Option<SaslConfig>,
 }
