@@ -6,8 +6,15 @@
 //! on its own `oneshot`; watch events and state changes go out on channels it never waits on.
 
 mod actor;
+mod connect;
+mod connection;
+mod frames;
 pub(crate) mod hosts;
+mod lowat;
+mod pending;
 mod sasl;
+mod state;
+mod timers;
 pub(crate) mod transport;
 pub(crate) mod watches;
 
