@@ -135,3 +135,58 @@ impl Pending {
         self.requests.drain(..)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn internal(xid: i32) -> InFlight {
+        InFlight {
+            xid,
+            opcode: crate::proto::ops::op::PING,
+            reply: Reply::Internal,
+            effect: Effect::None,
+        }
+    }
+
+    #[test]
+    fn xids_carry_over_and_skip_the_special_ones() {
+        let mut p = Pending::new(i32::MAX - 1);
+        assert_eq!(p.next_xid(), i32::MAX);
+        assert_eq!(
+            p.next_xid(),
+            1,
+            "after i32::MAX comes 1, never 0 or a negative xid"
+        );
+        assert_eq!(Pending::new(p.last_xid()).next_xid(), 2);
+    }
+
+    #[test]
+    fn replies_must_answer_the_oldest_request() {
+        let mut p = Pending::new(0);
+        for _ in 0..2 {
+            let xid = p.next_xid();
+            p.push(internal(xid));
+        }
+        assert_eq!(p.awaiting(), 0, "nothing handed to the socket yet");
+        p.all_sent();
+        assert_eq!(p.awaiting(), 2);
+        assert!(matches!(p.answered(2), Err(Disconnect::Protocol(_))));
+        assert_eq!(p.awaiting(), 2, "a reply out of order takes nothing");
+        assert_eq!(p.answered(1).map(|r| r.xid).ok(), Some(1));
+        assert_eq!(p.drain().map(|r| r.xid).collect::<Vec<_>>(), vec![2]);
+        assert!(matches!(p.answered(3), Err(Disconnect::Protocol(_))));
+    }
+
+    #[test]
+    fn the_last_set_watches_answer_is_known() {
+        let mut p = Pending::new(0);
+        p.set_watches_sent();
+        p.set_watches_sent();
+        assert!(!p.set_watches_answered());
+        assert!(p.set_watches_answered());
+        assert!(matches!(p.auth_answered(), Err(Disconnect::Protocol(_))));
+        p.auth_sent(7);
+        assert_eq!(p.auth_answered().ok(), Some(7));
+    }
+}
