@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 scripts/build-guests.sh >/dev/null
-cargo build --release -p wazoo --bin wazoo
+cargo build --release -p wazoo-cli --bin wazoo
 
 wazoo=target/release/wazoo
 tmp=$(mktemp -d /tmp/wazoo-demo-XXXXXX)

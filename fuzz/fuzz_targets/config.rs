@@ -8,10 +8,10 @@ use std::path::Path;
 // The binary's own modules, compiled in place: config.rs and the TLS/SASL sections it delegates
 // to (they use std, serde, toml, clap and wazoo's API).
 #[allow(dead_code)]
-#[path = "../../host/src/bin/wazoo/config.rs"]
+#[path = "../../cli/src/config.rs"]
 mod config;
 #[allow(dead_code)]
-#[path = "../../host/src/bin/wazoo/secure.rs"]
+#[path = "../../cli/src/secure.rs"]
 mod secure;
 
 use wazoo::{validate_path, Binding};

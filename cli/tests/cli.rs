@@ -32,7 +32,7 @@ fn bin() -> &'static str {
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("host/ has a parent")
+        .expect("cli/ has a parent")
         .to_path_buf()
 }
 
