@@ -33,7 +33,7 @@ cargo +nightly fuzz build 2>&1 | tail -n 3
 triple="$(rustc +nightly -vV | sed -n 's/^host: //p')"
 bin_dir="target/$triple/release"
 commit="$(git rev-parse --short HEAD)"
-if ! git diff --quiet HEAD -- ../host ../fuzz; then
+if ! git diff --quiet HEAD -- ../host ../cli ../fuzz; then
     commit="$commit+local changes"
 fi
 mkdir -p target/fuzz-logs

@@ -18,6 +18,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use wazoo::{Binding, IsolationMode, Policy};
 
+use crate::secure::{RawSasl, RawTls, SaslSettings, Secret, TlsSettings};
+
 /// A configuration error: the file, the key it concerns (if any), what is wrong, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -46,16 +48,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Credentials: never printed, not even by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub Vec<u8>);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
 /// One `[[zookeeper.auth]]` entry, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Auth {
@@ -79,9 +71,9 @@ pub struct ZkSettings {
     /// Credentials added to the session.
     pub auth: Vec<Auth>,
     /// `[zookeeper.tls]`.
-    pub tls: Option<crate::secure::TlsSettings>,
+    pub tls: Option<TlsSettings>,
     /// `[zookeeper.sasl]`.
-    pub sasl: Option<crate::secure::SaslSettings>,
+    pub sasl: Option<SaslSettings>,
 }
 
 /// How the log is written.
@@ -198,8 +190,8 @@ struct RawZk {
     read_only: bool,
     #[serde(default)]
     auth: Vec<RawAuth>,
-    tls: Option<crate::secure::RawTls>,
-    sasl: Option<crate::secure::RawSasl>,
+    tls: Option<RawTls>,
+    sasl: Option<RawSasl>,
 }
 
 #[derive(Deserialize)]

@@ -2,11 +2,10 @@
 //! plugin (`check`), and talks to ZooKeeper like zkCli (`get`, `set`, `create`, `delete`, `ls`,
 //! `stat`, `watch`).
 
-mod config;
+mod loaded;
 mod local_zk;
 mod metrics;
 mod run;
-mod secure;
 mod signals;
 mod zkcli;
 
@@ -16,6 +15,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+
+// The configuration parser and the TLS/SASL settings live in this package's library, so that
+// the fuzz targets can reach them.
+use wazoo_cli::{config, secure};
 
 use crate::config::LogFormat;
 use crate::signals::Signals;

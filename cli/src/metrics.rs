@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wazoo::{Client, Histogram, LaneKind, LaneMetrics, Lanes, PluginHost, SessionState};
 
-use crate::run::Loaded;
+use crate::loaded::Loaded;
 
 /// What the endpoint reports on.
 #[derive(Clone)]

@@ -20,13 +20,22 @@
 //! password_env = "ZK_PASSWORD"   # or password_file = "...", or password = "..."
 //! ```
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde::Deserialize;
 use wazoo::{ClientBuilder, SaslConfig, TlsConfig};
 
-use crate::config::{ConfigError, Secret};
+/// Credentials: never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
 
 /// `[zookeeper.tls]` as written.
 #[derive(Deserialize, Debug)]
@@ -109,13 +118,14 @@ pub fn apply(
     }
 }
 
-/// Checks `[zookeeper.tls]`. `resolve` anchors relative paths; `err` makes a keyed error.
-pub fn validate_tls(
+/// Checks `[zookeeper.tls]`. `resolve` anchors relative paths; `err` makes the caller's error
+/// from a key path and what is wrong with it.
+pub fn validate_tls<E>(
     raw: RawTls,
     resolve: &dyn Fn(&str) -> PathBuf,
-    err: &dyn Fn(String, String) -> ConfigError,
-) -> Result<TlsSettings, ConfigError> {
-    let file = |key: &str, p: &str| -> Result<PathBuf, ConfigError> {
+    err: &dyn Fn(String, String) -> E,
+) -> Result<TlsSettings, E> {
+    let file = |key: &str, p: &str| -> Result<PathBuf, E> {
         let path = resolve(p);
         if path.is_file() {
             Ok(path)
@@ -151,12 +161,13 @@ pub fn validate_tls(
     })
 }
 
-/// Checks `[zookeeper.sasl]` and reads the password.
-pub fn validate_sasl(
+/// Checks `[zookeeper.sasl]` and reads the password; `resolve` and `err` as for
+/// [`validate_tls`].
+pub fn validate_sasl<E>(
     raw: RawSasl,
     resolve: &dyn Fn(&str) -> PathBuf,
-    err: &dyn Fn(String, String) -> ConfigError,
-) -> Result<SaslSettings, ConfigError> {
+    err: &dyn Fn(String, String) -> E,
+) -> Result<SaslSettings, E> {
     if raw.user.trim().is_empty() {
         return Err(err(
             "zookeeper.sasl.user".into(),
@@ -283,12 +294,23 @@ impl SecureArgs {
 mod tests {
     use super::*;
 
-    fn err(key: String, message: String) -> ConfigError {
-        ConfigError {
-            file: PathBuf::from("c.toml"),
+    /// A keyed error as the configuration parser makes them.
+    #[derive(Debug)]
+    struct KeyError {
+        key: Option<String>,
+        message: String,
+    }
+
+    impl std::fmt::Display for KeyError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{:?}: {}", self.key, self.message)
+        }
+    }
+
+    fn err(key: String, message: String) -> KeyError {
+        KeyError {
             key: Some(key),
             message,
-            position: None,
         }
     }
 

@@ -5,16 +5,8 @@
 
 use std::path::Path;
 
-// The binary's own modules, compiled in place: config.rs and the TLS/SASL sections it delegates
-// to (they use std, serde, toml, clap and wazoo's API).
-#[allow(dead_code)]
-#[path = "../../cli/src/config.rs"]
-mod config;
-#[allow(dead_code)]
-#[path = "../../cli/src/secure.rs"]
-mod secure;
-
 use wazoo::{validate_path, Binding};
+use wazoo_cli::config;
 
 /// The configuration "file": relative paths resolve against this crate's folder, so a seed can
 /// name `Cargo.toml` as an existing component and reach the semantic checks.
