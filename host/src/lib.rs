@@ -27,12 +27,21 @@
 //! assert_eq!(ev.path, "/app/config");
 //! # Ok(()) }
 //! ```
+//!
+//! ## Features
+//! - `plugins` (on by default): the wasm plugin host (`PluginHost`, `Plugin`, `Policy`,
+//!   `Binding`), with wasmtime and Cranelift. With `default-features = false` wazoo is the
+//!   ZooKeeper client with its lanes and recipes, and builds about 40 crates instead of about 170.
+//! - `test-support`: hooks for wazoo's own tests and benchmarks (fault switches, probes);
+//!   not part of the API, not covered by semver.
+//! - `fuzzing`: the decoders' entry point for the fuzz targets; not part of the API either.
 
 mod blocking;
 mod client;
 mod dispatch;
 mod error;
 mod path;
+#[cfg(feature = "plugins")]
 mod plugin;
 mod proto;
 
@@ -56,8 +65,10 @@ pub use dispatch::{
 };
 pub use error::{Error, Result};
 pub use path::validate_path;
-#[cfg(feature = "test-support")]
+// For wazoo's own tests and benchmarks: what of a host is still live.
+#[cfg(all(feature = "plugins", feature = "test-support"))]
 pub use plugin::HostProbe;
+#[cfg(feature = "plugins")]
 pub use plugin::{
     Binding, IsolationMode, Plugin, PluginError, PluginHost, PluginHostConfig, PluginStats, Policy,
 };

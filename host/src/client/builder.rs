@@ -139,8 +139,9 @@ impl ClientBuilder {
 
     /// Test-only: this client's persistent watchers never hear [`EventType::Resync`], as if the
     /// client did not tell them about reconnects. It breaks a guarantee on purpose, so that the
-    /// chaos soak (`tests/tests/soak.rs`) can show its checker catches the loss. Not for use.
-    #[doc(hidden)]
+    /// chaos soak (`tests/tests/soak.rs`) can show its checker catches the loss. Not for use:
+    /// behind the `test-support` feature, which semver does not cover.
+    #[cfg(feature = "test-support")]
     pub fn suppress_resync_for_tests(mut self, yes: bool) -> Self {
         self.suppress_resync = yes;
         self

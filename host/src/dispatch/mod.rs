@@ -47,7 +47,9 @@ use lane::lane_loop;
 pub(crate) use metrics::LaneCounters;
 pub use metrics::{Histogram, LaneMetrics};
 pub use scheduling::LaneScheduling;
-pub(crate) use tracker::{Tracked, Tracker};
+#[cfg(feature = "plugins")]
+pub(crate) use tracker::Tracked;
+pub(crate) use tracker::Tracker;
 
 /// How long a lane polls its queue after running a callback before it parks (see the module
 /// documentation): zero, park at once. Polling needs a core to spare; on a machine whose cores
@@ -175,6 +177,7 @@ impl Lanes {
     }
 
     /// As [`Lanes::new`], with every lane thread counted by `tracker`.
+    #[cfg(any(feature = "plugins", test))]
     pub(crate) fn tracked(name: &str, tracker: Tracker) -> Lanes {
         Lanes::build(name, DEFAULT_SPIN, LaneScheduling::default(), Some(tracker))
     }
@@ -278,6 +281,7 @@ impl Lanes {
     /// Stops the lanes: callbacks already queued still run, later ones are dropped, and each
     /// thread exits once its queue is empty. For owners that must not outlive their users'
     /// handles (a plugin host).
+    #[cfg(any(feature = "plugins", test))]
     pub(crate) fn stop(&self) {
         self.inner.stopped.store(true, Ordering::Relaxed);
         for lane in &self.inner.lanes {

@@ -2,6 +2,7 @@
 //! can wait until every one is gone.
 
 use std::sync::{Arc, Condvar, Mutex};
+#[cfg(any(test, all(feature = "plugins", feature = "test-support")))]
 use std::time::Duration;
 
 /// Counts live things (threads, tasks, instances) so that their owner can wait until every one
@@ -30,11 +31,13 @@ impl Tracker {
     }
 
     /// How many are live.
+    #[cfg(any(test, all(feature = "plugins", feature = "test-support")))]
     pub(crate) fn live(&self) -> usize {
         *self.0 .0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits until none is live, up to `timeout`; whether none is.
+    #[cfg(any(test, all(feature = "plugins", feature = "test-support")))]
     pub(crate) fn wait_none(&self, timeout: Duration) -> bool {
         let (m, cv) = &*self.0;
         let g = m.lock().unwrap_or_else(|p| p.into_inner());
