@@ -118,7 +118,7 @@ pub mod zk;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
-        path: "../wit",
+        path: "wit",
         additional_derives: [PartialEq, Eq],
         pub_export_macro: true,
         export_macro_name: "__export_plugin_world",

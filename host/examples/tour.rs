@@ -76,7 +76,7 @@ async fn run(zk: Client) -> Result<(), wazoo::Error> {
                 i += 1;
                 zk.set_data("/config", format!("setting {i}").as_bytes(), None)
                     .rawlink(|r, info| println!("[completion lane #{:>5}] set /config -> version {:?}", info.seq, r.map(|s| s.version)))?;
-                if i % 3 == 0 {
+                if i.is_multiple_of(3) {
                     zk.create("/workers/w-", b"", CreateMode::EphemeralSequential).await?;
                 }
             }
