@@ -69,6 +69,7 @@ impl<T: 'static> Components<T> {
     }
 
     /// How many distinct components loaded plugins use.
+    #[cfg(feature = "test-support")]
     pub(crate) fn in_use(&self) -> usize {
         let map = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
         map.values()

@@ -100,7 +100,7 @@ pub use stats::PluginStats;
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         world: "plugin",
-        path: "../wit",
+        path: "wit",
         imports: {
             // Taking the next queued event never waits: a plain call, no future per event.
             "wazoo:plugin/lane.next-watch": trappable,
