@@ -77,6 +77,17 @@ impl BlockingClient {
         &self.inner
     }
 
+    /// A handle on the same session whose requests belong to `tenant` (see
+    /// [`Client::for_tenant`]): a call beyond the tenant's cap waits for a slot.
+    pub fn for_tenant(&self, tenant: std::sync::Arc<crate::Tenant>) -> BlockingClient {
+        BlockingClient::new(self.inner.for_tenant(tenant))
+    }
+
+    /// The tenant this handle's requests belong to (`None`: the embedding service's own).
+    pub fn tenant(&self) -> Option<&std::sync::Arc<crate::Tenant>> {
+        self.inner.tenant()
+    }
+
     /// See [`Client::state`].
     pub fn state(&self) -> SessionState {
         self.inner.state()

@@ -154,6 +154,19 @@ pub enum Error {
     /// Too many requests are queued while the client is disconnected.
     #[error("{0} requests are already queued while disconnected; refusing more until the session reconnects")]
     QueueFull(usize),
+    /// The request's tenant ([`crate::Tenant`]) already has its cap of requests in flight. An
+    /// awaited request waits for a slot instead; a request linked to a callback
+    /// ([`crate::Pending::rawlink`]) fails at once with this.
+    #[error("busy: {0} requests of this tenant are already in flight (its cap); wait for their replies before sending more")]
+    Busy(usize),
+    /// A quota of the caller's (a plugin's) refused the request before it was sent.
+    #[error("quota {quota} exceeded: {reason}")]
+    OverQuota {
+        /// The quota's name, as its metric labels it (`watches`, `create_rate`, ...).
+        quota: String,
+        /// The limit and what was asked.
+        reason: String,
+    },
     /// An atomic multi failed: nothing was applied. `index` is the first failing op, `error` its
     /// error, `results` every op's result as the server reported it.
     #[error("multi failed at op {index}: {error}; nothing was applied")]

@@ -53,6 +53,7 @@ mod rand;
 mod recipe;
 mod retry;
 mod session;
+mod tenant;
 mod tls;
 
 pub use blocking::{block_on, BlockingClient};
@@ -84,4 +85,5 @@ pub use recipe::{
 };
 pub use retry::RetryPolicy;
 pub use session::{ListenerId, SaslConfig, SessionEvent, SessionState};
+pub use tenant::{Tenant, DEFAULT_MAX_IN_FLIGHT};
 pub use tls::{TlsConfig, TlsErrorKind};

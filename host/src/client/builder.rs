@@ -167,6 +167,7 @@ impl ClientBuilder {
                 suppress_resync: self.suppress_resync,
             }),
             lanes,
+            tenant: None,
         };
         let mut auth_replies = Vec::new();
         for (scheme, auth) in self.auth {

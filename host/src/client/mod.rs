@@ -25,6 +25,7 @@ use crate::path::{validate_path, Chroot};
 use crate::proto::ops::{self, OpCode};
 use crate::proto::records::{Acl, CreateMode};
 use crate::session::{Command, Effect, ReplySink, Request, Snapshot};
+use crate::tenant::Tenant;
 
 pub use builder::ClientBuilder;
 pub use operations::CreateOptions;
@@ -64,6 +65,8 @@ pub(crate) struct Inner {
 pub struct Client {
     inner: Arc<Inner>,
     lanes: Lanes,
+    /// Whose requests these are, when not the embedding service's own.
+    tenant: Option<Arc<Tenant>>,
 }
 
 impl Client {
@@ -73,7 +76,33 @@ impl Client {
         Client {
             inner: self.inner.clone(),
             lanes,
+            tenant: self.tenant.clone(),
         }
+    }
+
+    /// A handle on the same session whose requests belong to `tenant`: they are admitted up to
+    /// the tenant's cap of requests in flight (an awaited request waits for a slot; a
+    /// [`Pending::rawlink`] fails with [`Error::Busy`]), so what one tenant can queue in the
+    /// session is bounded. How the plugin host keeps plugins from starving each other.
+    ///
+    /// ```no_run
+    /// # async fn demo(zk: wazoo::Client) -> Result<(), wazoo::Error> {
+    /// use wazoo::Tenant;
+    /// let batch = zk.for_tenant(Tenant::new("batch-import", 64));
+    /// batch.get_data("/config").await?; // at most 64 of batch's requests in flight
+    /// # Ok(()) }
+    /// ```
+    pub fn for_tenant(&self, tenant: Arc<Tenant>) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            lanes: self.lanes.clone(),
+            tenant: Some(tenant),
+        }
+    }
+
+    /// The tenant this handle's requests belong to (`None`: the embedding service's own).
+    pub fn tenant(&self) -> Option<&Arc<Tenant>> {
+        self.tenant.as_ref()
     }
 
     /// The lanes this handle's callbacks run on.

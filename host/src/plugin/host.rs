@@ -27,6 +27,7 @@ use crate::client::Client;
 use crate::dispatch::{LaneKind, LaneMetrics, Lanes, Tracker};
 use crate::proto::records::AddWatchMode;
 use crate::session::SessionEvent;
+use crate::tenant::Tenant;
 
 /// What a plugin reacts to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,11 +294,14 @@ impl PluginHost {
                 .get_or_insert_with(|| lane::spawn(&inner.runtime, 0))
                 .clone(),
         };
+        // The plugin's requests are its own tenant's: admitted up to its cap, served in turn
+        // with everyone else's.
+        let tenant = Tenant::new(name, policy.max_in_flight);
         let state = Arc::new(PluginState::new(
             name,
             policy,
             config,
-            client.with_lanes(inner.forward.clone()),
+            client.with_lanes(inner.forward.clone()).for_tenant(tenant),
             pre,
             lanes,
             inner.runtime.clone(),

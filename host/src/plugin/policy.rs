@@ -42,6 +42,11 @@ pub struct Policy {
     pub max_crashes: u32,
     /// See `max_crashes` (default 60 s).
     pub crash_window: Duration,
+    /// The plugin's requests to ZooKeeper in flight at once, sync and async together (default
+    /// [`crate::DEFAULT_MAX_IN_FLIGHT`]). Over it an `-async` call fails at once with `busy`;
+    /// a blocking call waits for a slot (not charged to the compute budget; the wall-clock
+    /// limit still runs). It bounds what one plugin can queue in the shared session.
+    pub max_in_flight: usize,
 }
 
 impl Default for Policy {
@@ -55,6 +60,7 @@ impl Default for Policy {
             max_payload: 1 << 20,
             max_crashes: 5,
             crash_window: Duration::from_secs(60),
+            max_in_flight: crate::tenant::DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }

@@ -227,8 +227,14 @@ impl PluginState {
 
     /// Its counters now.
     pub(crate) fn stats(&self) -> PluginStats {
-        self.counters
-            .snapshot(self.disabled.load(Ordering::Relaxed))
+        let mut s = self
+            .counters
+            .snapshot(self.disabled.load(Ordering::Relaxed));
+        if let Some(t) = self.client.tenant() {
+            s.requests_in_flight = t.in_flight() as u64;
+            s.rejected_busy = t.rejected();
+        }
+        s
     }
 
     /// Which of each kind's threads its lanes run on.

@@ -31,6 +31,11 @@ pub struct PluginStats {
     /// is not counted. Which plugin burns the host's CPU, and how close its calls come to
     /// their budget on average (this over `calls`).
     pub compute_time: Duration,
+    /// The plugin's requests to ZooKeeper in flight now (admitted and not yet completed; see
+    /// [`crate::Policy::max_in_flight`]).
+    pub requests_in_flight: u64,
+    /// Its `-async` calls refused with `busy` because it had `max_in_flight` in flight.
+    pub rejected_busy: u64,
 }
 
 /// The counters behind [`PluginStats`] (but `disabled`, which is the plugin's state).
@@ -98,6 +103,8 @@ impl PluginCounters {
             build_time: Duration::from_nanos(self.build_ns.load(Ordering::Relaxed)),
             init_time: Duration::from_nanos(self.init_ns.load(Ordering::Relaxed)),
             compute_time: Duration::from_nanos(self.compute_ns.load(Ordering::Relaxed)),
+            requests_in_flight: 0,
+            rejected_busy: 0,
         }
     }
 }

@@ -214,9 +214,12 @@ impl Known {
 /// Sends a request and awaits its result with the session's stamp of its completion.
 async fn stamped<T: Send + 'static>(p: crate::Pending<T>) -> crate::Result<(T, u64)> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    p.rawlink(move |r, info| {
+    // A blocking call, for the guest or for a binding: it waits for a slot in the plugin's cap
+    // rather than failing with `busy`.
+    p.rawlink_admitted(move |r, info| {
         let _ = tx.send(r.map(|v| (v, info.seq)));
-    })?;
+    })
+    .await?;
     // No answer at all: the lanes that would have run the callback were stopped.
     rx.await.map_err(|_| crate::Error::Closed)?
 }
