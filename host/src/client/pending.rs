@@ -57,7 +57,8 @@ impl<T: Send + 'static> Pending<T> {
     }
 
     /// [`Pending::rawlink`], but a tenant at its cap waits for a slot instead of failing with
-    /// [`Error::Busy`].
+    /// [`Error::Busy`]. For the plugin host's bindings.
+    #[cfg(feature = "plugins")]
     pub(crate) async fn rawlink_admitted(
         self,
         f: impl FnOnce(Result<T>, CallbackInfo) + Send + 'static,
