@@ -17,6 +17,7 @@ mod locking_queue;
 mod party;
 mod protected;
 mod queue;
+mod tree_cache;
 mod watchers;
 
 pub use barrier::{Barrier, DoubleBarrier};
@@ -27,4 +28,5 @@ pub use locking_queue::LockingQueue;
 pub use party::Party;
 pub use protected::create_protected;
 pub use queue::{Queue, DEFAULT_PRIORITY};
+pub use tree_cache::{TreeCache, TreeEvent, TreeEvents};
 pub use watchers::{ChildrenWatch, DataWatch};
