@@ -81,7 +81,8 @@ pub use proto::records::{
 pub use recipe::{
     create_protected, Barrier, BlockingLock, ChildrenWatch, Counter, CounterChange, DataWatch,
     DoubleBarrier, Election, FencingToken, LeaderLatch, Lock, LockEvents, LockState, LockingQueue,
-    Party, Queue, TreeCache, TreeEvent, TreeEvents, DEFAULT_PRIORITY,
+    PartitionEvents, PartitionState, Party, Queue, SetPartitioner, TreeCache, TreeEvent,
+    TreeEvents, DEFAULT_PRIORITY,
 };
 pub use retry::RetryPolicy;
 pub use session::{ListenerId, SaslConfig, SessionEvent, SessionState};

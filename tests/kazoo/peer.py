@@ -19,6 +19,12 @@ and read the answer later:
   lqput PATH VALUE PRIO -> LockingQueue.put; "put"
   lqget PATH            -> LockingQueue.get (5 s at most); "got VALUE" or "empty"
   lqconsume             -> LockingQueue.consume on the queue of the last lqget; "consumed"
+  partition PATH ID ITEMS -> starts Kazoo's SetPartitioner (ITEMS comma-separated, a 1 s
+                           time boundary) that calls release_set whenever it is asked to
+                           release; "started"
+  pwait                 -> waits (30 s at most) until the partitioner has acquired its
+                           partition; "acquired ITEM,ITEM..." (sorted) or "state STATE"
+  pfinish               -> SetPartitioner.finish; "finished"
   quit                  -> "bye", then exits
 Errors answer "error TYPE: MESSAGE".
 """
@@ -44,6 +50,7 @@ def main():
     election_thread = None
     party = None
     locking_queue = None
+    partitioner = None
     say("ready")
     for line in sys.stdin:
         words = line.split()
@@ -107,6 +114,30 @@ def main():
                 say("empty" if v is None else "got " + v.decode())
             elif cmd == "lqconsume":
                 say("consumed" if locking_queue.consume() else "not consumed")
+            elif cmd == "partition":
+                changed = threading.Event()
+                partitioner = zk.SetPartitioner(
+                    args[0], set(args[2].split(",")), identifier=args[1],
+                    time_boundary=1, state_change_event=changed)
+
+                def keep_allocating(p=partitioner, changed=changed):
+                    while not p.failed:
+                        changed.clear()
+                        if p.release:
+                            p.release_set()
+                        changed.wait()
+
+                threading.Thread(target=keep_allocating, daemon=True).start()
+                say("started")
+            elif cmd == "pwait":
+                partitioner.wait_for_acquire(30)
+                if partitioner.acquired:
+                    say("acquired " + ",".join(sorted(partitioner)))
+                else:
+                    say("state " + partitioner.state)
+            elif cmd == "pfinish":
+                partitioner.finish()
+                say("finished")
             elif cmd == "quit":
                 say("bye")
                 break

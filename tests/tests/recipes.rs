@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use wazoo::{
     create_protected, Barrier, BlockingLock, Client, Counter, CreateMode, CreateOptions,
-    DoubleBarrier, Election, Error, LeaderLatch, Lock, LockState, LockingQueue, Op, Party, Queue,
-    SessionState,
+    DoubleBarrier, Election, Error, LeaderLatch, Lock, LockState, LockingQueue, Op, PartitionState,
+    Party, Queue, SessionState, SetPartitioner,
 };
 use wazoo_tests::kazoo::KazooPeer;
 use wazoo_tests::{await_state, FaultProxy, Proxied, ZkServer};
@@ -1037,4 +1037,76 @@ async fn kazoo_and_wazoo_share_a_party_and_a_locking_queue() {
     assert!(queue.consume().await.unwrap());
     assert_eq!(kazoo.call("lqconsume").await.unwrap(), "consumed");
     assert!(queue.is_empty().await.unwrap());
+}
+
+/// Each item's lock directory under a partitioner holds exactly one contender.
+async fn each_item_locked_once(zk: &Client, path: &str, items: &[&str]) {
+    for item in items {
+        let (children, _) = zk
+            .get_children(&format!("{path}/locks/{item}"))
+            .await
+            .unwrap_or_else(|e| panic!("{item}'s lock: {e}"));
+        assert_eq!(
+            children.len(),
+            1,
+            "{item} is held by exactly one: {children:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kazoo_and_wazoo_set_partitioners_split_a_set_together() {
+    let zk = connect().await;
+    let path = fresh(&zk, "kazoo-partitioner").await;
+    let items = ["a", "b", "c", "d", "e", "f"];
+    let boundary = Duration::from_secs(1);
+
+    // Alone, wazoo takes every item.
+    let mut wazoo = SetPartitioner::start(&zk, &path, &items, "wazoo", boundary)
+        .await
+        .unwrap();
+    assert_eq!(wazoo.wait_for_acquire(WAIT).await, PartitionState::Acquired);
+    assert_eq!(wazoo.partition(), items);
+
+    // Kazoo joins: wazoo is asked to release, and the set is split between them.
+    let mut kazoo = KazooPeer::start(&server().connect_string()).await.unwrap();
+    let mut states = wazoo.state_events();
+    assert_eq!(
+        kazoo
+            .call(&format!("partition {path} kazoo {}", items.join(",")))
+            .await
+            .unwrap(),
+        "started"
+    );
+    let s = tokio::time::timeout(WAIT, states.wait_for(|s| *s == PartitionState::Release))
+        .await
+        .expect("wazoo hears the party change");
+    assert_eq!(s, Some(PartitionState::Release));
+    assert!(
+        wazoo.partition().is_empty(),
+        "nothing is its own in Release"
+    );
+    wazoo.release_set().await;
+    assert_eq!(wazoo.wait_for_acquire(WAIT).await, PartitionState::Acquired);
+    assert_eq!(
+        kazoo.call("pwait").await.unwrap(),
+        "acquired a,c,e",
+        "Kazoo's share (its default partition function)"
+    );
+    assert_eq!(wazoo.partition(), ["b", "d", "f"]);
+    each_item_locked_once(&zk, &path, &items).await;
+
+    // Kazoo leaves: wazoo takes everything again.
+    assert_eq!(kazoo.call("pfinish").await.unwrap(), "finished");
+    let s = tokio::time::timeout(WAIT, states.wait_for(|s| *s == PartitionState::Release))
+        .await
+        .expect("wazoo hears Kazoo leave");
+    assert_eq!(s, Some(PartitionState::Release));
+    wazoo.release_set().await;
+    assert_eq!(wazoo.wait_for_acquire(WAIT).await, PartitionState::Acquired);
+    assert_eq!(wazoo.partition(), items);
+    each_item_locked_once(&zk, &path, &items).await;
+    wazoo.finish().await;
+    let (members, _) = zk.get_children(&format!("{path}/party")).await.unwrap();
+    assert!(members.is_empty(), "finish leaves the party: {members:?}");
 }

@@ -17,6 +17,7 @@ mod locking_queue;
 mod party;
 mod protected;
 mod queue;
+mod set_partitioner;
 mod tree_cache;
 mod watchers;
 
@@ -28,5 +29,6 @@ pub use locking_queue::LockingQueue;
 pub use party::Party;
 pub use protected::create_protected;
 pub use queue::{Queue, DEFAULT_PRIORITY};
+pub use set_partitioner::{PartitionEvents, PartitionState, SetPartitioner};
 pub use tree_cache::{TreeCache, TreeEvent, TreeEvents};
 pub use watchers::{ChildrenWatch, DataWatch};
