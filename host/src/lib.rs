@@ -81,7 +81,7 @@ pub use proto::records::{
 pub use recipe::{
     create_protected, Barrier, BlockingLock, ChildrenWatch, Counter, CounterChange, DataWatch,
     DoubleBarrier, Election, FencingToken, LeaderLatch, Lock, LockEvents, LockState, LockingQueue,
-    PartitionEvents, PartitionState, Party, Queue, SetPartitioner, TreeCache, TreeEvent,
+    PartitionEvents, PartitionState, Party, Queue, Semaphore, SetPartitioner, TreeCache, TreeEvent,
     TreeEvents, DEFAULT_PRIORITY,
 };
 pub use retry::RetryPolicy;

@@ -25,6 +25,10 @@ and read the answer later:
   pwait                 -> waits (30 s at most) until the partitioner has acquired its
                            partition; "acquired ITEM,ITEM..." (sorted) or "state STATE"
   pfinish               -> SetPartitioner.finish; "finished"
+  sacquire PATH ID MAX  -> Semaphore(max_leases=MAX).acquire(blocking=False); "acquired" or
+                           "busy"
+  srelease              -> releases the last semaphore's lease; "released"
+  sholders PATH MAX     -> the lease holders' identifiers, sorted, space-separated
   quit                  -> "bye", then exits
 Errors answer "error TYPE: MESSAGE".
 """
@@ -51,6 +55,7 @@ def main():
     party = None
     locking_queue = None
     partitioner = None
+    semaphore = None
     say("ready")
     for line in sys.stdin:
         words = line.split()
@@ -138,6 +143,15 @@ def main():
             elif cmd == "pfinish":
                 partitioner.finish()
                 say("finished")
+            elif cmd == "sacquire":
+                semaphore = zk.Semaphore(args[0], args[1], max_leases=int(args[2]))
+                say("acquired" if semaphore.acquire(blocking=False) else "busy")
+            elif cmd == "srelease":
+                semaphore.release()
+                say("released")
+            elif cmd == "sholders":
+                sem = zk.Semaphore(args[0], max_leases=int(args[1]))
+                say(" ".join(sorted(sem.lease_holders())))
             elif cmd == "quit":
                 say("bye")
                 break

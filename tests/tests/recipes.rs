@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use wazoo::{
     create_protected, Barrier, BlockingLock, Client, Counter, CreateMode, CreateOptions,
     DoubleBarrier, Election, Error, LeaderLatch, Lock, LockState, LockingQueue, Op, PartitionState,
-    Party, Queue, SessionState, SetPartitioner,
+    Party, Queue, Semaphore, SessionState, SetPartitioner,
 };
 use wazoo_tests::kazoo::KazooPeer;
 use wazoo_tests::{await_state, FaultProxy, Proxied, ZkServer};
@@ -1109,4 +1109,61 @@ async fn kazoo_and_wazoo_set_partitioners_split_a_set_together() {
     wazoo.finish().await;
     let (members, _) = zk.get_children(&format!("{path}/party")).await.unwrap();
     assert!(members.is_empty(), "finish leaves the party: {members:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kazoo_and_wazoo_share_a_semaphores_leases() {
+    let zk = connect().await;
+    let path = fresh(&zk, "kazoo-semaphore").await;
+    let _ = zk.delete_recursive(&format!("{path}-__lock__")).await;
+    let mut kazoo = KazooPeer::start(&server().connect_string()).await.unwrap();
+
+    let mut a = Semaphore::new(&zk, &path, "wazoo-a", 2).unwrap();
+    a.acquire(Some(WAIT)).await.unwrap();
+    assert_eq!(
+        kazoo
+            .call(&format!("sacquire {path} kazoo 2"))
+            .await
+            .unwrap(),
+        "acquired",
+        "the second lease is Kazoo's"
+    );
+    let other = connect().await;
+    let mut b = Semaphore::new(&other, &path, "wazoo-b", 2).unwrap();
+    assert!(!b.try_acquire().await.unwrap(), "both leases are taken");
+    assert_eq!(
+        kazoo.call(&format!("sholders {path} 2")).await.unwrap(),
+        "kazoo wazoo-a"
+    );
+
+    // b waits for a lease; Kazoo's release gives it one.
+    let waiter = tokio::spawn(async move { b.acquire(Some(WAIT)).await.map(|()| b) });
+    children_reach(&zk, &format!("{path}-__lock__"), 1).await;
+    assert_eq!(kazoo.call("srelease").await.unwrap(), "released");
+    let mut b = waiter
+        .await
+        .unwrap()
+        .expect("b gets the lease Kazoo released");
+    assert!(b.holds_lease().await.unwrap());
+    let mut holders = a.lease_holders().await.unwrap();
+    holders.sort();
+    assert_eq!(holders, ["wazoo-a", "wazoo-b"]);
+    assert_eq!(
+        kazoo
+            .call(&format!("sacquire {path} kazoo 2"))
+            .await
+            .unwrap(),
+        "busy",
+        "Kazoo counts wazoo's leases"
+    );
+
+    // Every holder checks the stored maximum.
+    let mut wrong = Semaphore::new(&zk, &path, "wrong", 3).unwrap();
+    assert!(matches!(
+        wrong.try_acquire().await,
+        Err(Error::InvalidArgument(_))
+    ));
+    b.release().await.unwrap();
+    a.release().await.unwrap();
+    assert!(a.lease_holders().await.unwrap().is_empty());
 }
