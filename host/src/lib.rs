@@ -81,8 +81,8 @@ pub use proto::records::{
 pub use recipe::{
     create_protected, Barrier, BlockingLock, ChildrenWatch, Counter, CounterChange, DataWatch,
     DoubleBarrier, Election, FencingToken, LeaderLatch, Lock, LockEvents, LockState, LockingQueue,
-    PartitionEvents, PartitionState, Party, Queue, Semaphore, SetPartitioner, TreeCache, TreeEvent,
-    TreeEvents, DEFAULT_PRIORITY,
+    PartitionEvents, PartitionState, Party, PersistentNode, Queue, Semaphore, SetPartitioner,
+    TreeCache, TreeEvent, TreeEvents, DEFAULT_PRIORITY,
 };
 pub use retry::RetryPolicy;
 pub use session::{ListenerId, SaslConfig, SessionEvent, SessionState};

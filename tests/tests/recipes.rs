@@ -12,10 +12,10 @@ use anyhow::{bail, Context, Result};
 use wazoo::{
     create_protected, Barrier, BlockingLock, Client, Counter, CreateMode, CreateOptions,
     DoubleBarrier, Election, Error, LeaderLatch, Lock, LockState, LockingQueue, Op, PartitionState,
-    Party, Queue, Semaphore, SessionState, SetPartitioner,
+    Party, PersistentNode, Queue, Semaphore, SessionState, SetPartitioner,
 };
 use wazoo_tests::kazoo::KazooPeer;
-use wazoo_tests::{await_state, FaultProxy, Proxied, ZkServer};
+use wazoo_tests::{await_data, await_state, FaultProxy, Proxied, ZkServer};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -1166,4 +1166,64 @@ async fn kazoo_and_wazoo_share_a_semaphores_leases() {
     b.release().await.unwrap();
     a.release().await.unwrap();
     assert!(a.lease_holders().await.unwrap().is_empty());
+}
+
+// ---- persistent node ----
+
+/// Waits (on watches, not by polling) until `path` is an ephemeral of `session`.
+async fn owned_by(zk: &Client, path: &str, session: i64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (stat, watch) = zk.exists_watch(path).await.expect("exists");
+        if stat.is_some_and(|s| s.ephemeral_owner == session) {
+            return;
+        }
+        tokio::time::timeout_at(deadline, watch.changed())
+            .await
+            .unwrap_or_else(|_| panic!("{path} is never an ephemeral of {session:#x}: {stat:?}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_node_comes_back_after_a_delete_a_reconnect_and_an_expiry() {
+    let p = Proxied::start(200, Duration::from_secs(2)).await;
+    let node =
+        PersistentNode::start(&p.zk, "/persistent/member", b"ours", CreateMode::Ephemeral).unwrap();
+    let path = node.wait_for_initial_create(WAIT).await.unwrap();
+    assert_eq!(path, "/persistent/member");
+    owned_by(&p.direct, &path, p.zk.session_id()).await;
+
+    // Deleted by someone else: created again.
+    p.direct.delete(&path, None).await.unwrap();
+    owned_by(&p.direct, &path, p.zk.session_id()).await;
+
+    // Its data changed underneath, then a reconnect: the data is set back.
+    let mut states = p.zk.state_events();
+    p.direct.set_data(&path, b"theirs", None).await.unwrap();
+    p.proxy.drop_connections();
+    await_state(&mut states, SessionState::Suspended, WAIT).await;
+    await_state(&mut states, SessionState::Connected, WAIT).await;
+    assert!(
+        await_data(&p.direct, &path, b"ours", WAIT).await,
+        "the data is set back after the reconnect"
+    );
+
+    // The session expires (the ephemeral goes with it): created again on the new session.
+    let sid = p.zk.session_id();
+    p.proxy.set_blackhole(true);
+    await_state(&mut states, SessionState::Lost, WAIT).await;
+    p.proxy.set_blackhole(false);
+    await_state(&mut states, SessionState::Connected, WAIT).await;
+    assert_ne!(p.zk.session_id(), sid, "a new session");
+    owned_by(&p.direct, &path, p.zk.session_id()).await;
+    assert!(await_data(&p.direct, &path, b"ours", WAIT).await);
+
+    node.set_data(b"new");
+    assert!(await_data(&p.direct, &path, b"new", WAIT).await);
+    node.close().await.unwrap();
+    assert_eq!(
+        p.direct.exists(&path).await.unwrap(),
+        None,
+        "close deletes it"
+    );
 }
