@@ -7,7 +7,7 @@
 //! is read again (data and children), and what differs is emitted as events.
 //!
 //! The core ([`TreeCore`]) does no I/O: it turns watch events and read replies into the tree,
-//! the events to emit and the reads to issue. Every read carries a sequence number in the order
+//! the events to emit and the reads to issue (in `driver.rs`'s vocabulary). Every read carries a sequence number in the order
 //! it was sent; since one session answers in that order, a node's state is taken from the
 //! newest read (or deletion event) only, so a stale reply that arrives late never undoes a newer
 //! one. Deletions leave a tombstone (their sequence number) until no read is in flight.
@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use crate::client::{Client, PersistentWatcher};
 use crate::error::{Error, Result};
 use crate::proto::records::{AddWatchMode, EventType, KeeperState, Stat, WatchedEvent};
-use crate::recipe::driver::{self, join};
+use crate::recipe::driver::{self, join, Reply, Request, Response};
 use crate::session::SessionState;
 
 /// A change in a [`TreeCache`] (Kazoo's `TreeEvent`).
@@ -249,10 +249,10 @@ async fn add_watch(client: &Client, root: &str) -> Result<PersistentWatcher> {
 /// What woke the driver.
 enum Step {
     Event(Option<WatchedEvent>),
-    Reply(Result<ReadResult>),
+    Reply(Reply),
 }
 
-type ReadFuture = Pin<Box<dyn Future<Output = Result<ReadResult>> + Send>>;
+type ReadFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
 /// The native driver: sends the core's reads (pipelined, replies taken in order), feeds it
 /// the watch's events, and sets the watch again on a new session.
@@ -343,7 +343,7 @@ impl Driver {
         out
     }
 
-    fn on_reply(&mut self, issued: Issued, reply: Result<ReadResult>) {
+    fn on_reply(&mut self, issued: Issued, reply: Reply) {
         match reply {
             Err(e) if driver::transient(&e) => {
                 // Sent again (a new sequence number: it is answered after what was sent since).
@@ -359,14 +359,20 @@ impl Driver {
 
     fn issue(&mut self, reads: Vec<Issued>) {
         for issued in reads {
+            // Sent now (not when polled), so the reads are pipelined.
             let fut: ReadFuture = match &issued.read {
-                Read::Data(p) => {
-                    let f = self.client.get_data(p).into_future();
-                    Box::pin(async move { f.await.map(|(d, s)| ReadResult::Data(d, s)) })
+                Request::GetData { path, watch: false } => {
+                    let f = self.client.get_data(path).into_future();
+                    Box::pin(async move { f.await.map(|(d, s)| Response::Data(d, s)) })
                 }
-                Read::Children(p) => {
-                    let f = self.client.get_children(p).into_future();
-                    Box::pin(async move { f.await.map(|(c, s)| ReadResult::Children(c, s)) })
+                Request::GetChildren(path) => {
+                    let f = self.client.get_children(path).into_future();
+                    Box::pin(async move { f.await.map(|(c, _)| Response::Children(c)) })
+                }
+                // The core asks for nothing else; were it to, it is sent when polled.
+                other => {
+                    let (client, req) = (self.client.clone(), other.clone());
+                    Box::pin(async move { driver::send(&client, req).await.0 })
                 }
             };
             self.inflight.push_back((issued, fut));
@@ -376,7 +382,7 @@ impl Driver {
 
 /// The oldest read's reply (replies come in the order sent); pending forever when none is in
 /// flight.
-async fn front(inflight: &mut VecDeque<(Issued, ReadFuture)>) -> Result<ReadResult> {
+async fn front(inflight: &mut VecDeque<(Issued, ReadFuture)>) -> Reply {
     match inflight.front_mut() {
         Some((_, fut)) => fut.await,
         None => std::future::pending().await,
@@ -385,29 +391,12 @@ async fn front(inflight: &mut VecDeque<(Issued, ReadFuture)>) -> Result<ReadResu
 
 // ---- the core ----
 
-/// A read the core wants sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Read {
-    /// A node's data and stat.
-    Data(String),
-    /// A node's children.
-    Children(String),
-}
-
-/// A read with its sequence number (the order it was sent in).
+/// A read (`GetData` without a watch, or `GetChildren`) with its sequence number (the order
+/// it was sent in).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Issued {
     pub(crate) seq: u64,
-    pub(crate) read: Read,
-}
-
-/// A read's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ReadResult {
-    /// Data and stat.
-    Data(Vec<u8>, Stat),
-    /// Children names, and the parent's stat.
-    Children(Vec<String>, Stat),
+    pub(crate) read: Request,
 }
 
 #[derive(Debug)]
@@ -492,7 +481,7 @@ impl TreeCore {
                 && (self.root == "/" || path[self.root.len()..].starts_with('/')))
     }
 
-    fn issue(&mut self, read: Read, out: &mut Vec<Issued>) {
+    fn issue(&mut self, read: Request, out: &mut Vec<Issued>) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.in_flight += 1;
@@ -500,8 +489,8 @@ impl TreeCore {
     }
 
     fn read_node(&mut self, path: &str, out: &mut Vec<Issued>) {
-        self.issue(Read::Data(path.to_string()), out);
-        self.issue(Read::Children(path.to_string()), out);
+        self.issue(data_read(path), out);
+        self.issue(Request::GetChildren(path.to_string()), out);
     }
 
     /// A watch event: reads for a creation or a change, a removal for a deletion. `Resync`
@@ -512,8 +501,10 @@ impl TreeCore {
             EventType::Resync => return self.resync(),
             _ if !self.under_root(&ev.path) => {}
             EventType::NodeCreated => self.read_node(&ev.path, &mut out),
-            EventType::NodeDataChanged => self.issue(Read::Data(ev.path.clone()), &mut out),
-            EventType::NodeChildrenChanged => self.issue(Read::Children(ev.path.clone()), &mut out),
+            EventType::NodeDataChanged => self.issue(data_read(&ev.path), &mut out),
+            EventType::NodeChildrenChanged => {
+                self.issue(Request::GetChildren(ev.path.clone()), &mut out)
+            }
             EventType::NodeDeleted => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
@@ -534,17 +525,17 @@ impl TreeCore {
 
     /// A read's reply (a failure that is not transient: `NoNode` means the node is gone; any
     /// other is dropped, the next resync covers it).
-    pub(crate) fn on_reply(&mut self, issued: &Issued, reply: Result<ReadResult>) -> Vec<Issued> {
+    pub(crate) fn on_reply(&mut self, issued: &Issued, reply: Reply) -> Vec<Issued> {
         self.in_flight = self.in_flight.saturating_sub(1);
         let mut out = Vec::new();
         match (&issued.read, reply) {
-            (Read::Data(p), Ok(ReadResult::Data(data, stat))) => {
-                self.set_data(p, data, stat, issued.seq);
+            (Request::GetData { path, .. }, Ok(Response::Data(data, stat))) => {
+                self.set_data(path, data, stat, issued.seq);
             }
-            (Read::Children(p), Ok(ReadResult::Children(names, stat))) => {
-                self.set_children(p, names, stat, issued.seq, &mut out);
+            (Request::GetChildren(path), Ok(Response::Children(names))) => {
+                self.set_children(path, names, issued.seq, &mut out);
             }
-            (Read::Data(p), Err(Error::NoNode)) => self.remove(p, issued.seq),
+            (Request::GetData { path, .. }, Err(Error::NoNode)) => self.remove(path, issued.seq),
             (_, Err(e)) => {
                 tracing::debug!(read = ?issued.read, "tree cache: read failed: {e}");
             }
@@ -609,20 +600,10 @@ impl TreeCore {
         });
     }
 
-    fn set_children(
-        &mut self,
-        path: &str,
-        names: Vec<String>,
-        stat: Stat,
-        seq: u64,
-        out: &mut Vec<Issued>,
-    ) {
-        let Some(node) = self.nodes.get_mut(path) else {
+    fn set_children(&mut self, path: &str, names: Vec<String>, seq: u64, out: &mut Vec<Issued>) {
+        let Some(node) = self.nodes.get(path) else {
             return;
         };
-        if node.stat.mzxid == stat.mzxid && node.stat.czxid == stat.czxid {
-            node.stat = stat;
-        }
         let listed: BTreeSet<String> = names.into_iter().collect();
         let gone: Vec<String> = node.children.difference(&listed).cloned().collect();
         let new: Vec<String> = listed.difference(&node.children).cloned().collect();
@@ -668,6 +649,13 @@ impl TreeCore {
     }
 }
 
+fn data_read(path: &str) -> Request {
+    Request::GetData {
+        path: path.to_string(),
+        watch: false,
+    }
+}
+
 fn parent_of(path: &str) -> Option<&str> {
     match path.rfind('/') {
         Some(0) if path.len() > 1 => Some("/"),
@@ -706,23 +694,24 @@ mod tests {
         }
     }
 
-    fn answer(server: &BTreeMap<&str, (&str, i64)>, read: &Read) -> Result<ReadResult> {
+    fn answer(server: &BTreeMap<&str, (&str, i64)>, read: &Request) -> Reply {
         match read {
-            Read::Data(p) => server
+            Request::GetData { path: p, .. } => server
                 .get(p.as_str())
-                .map(|(d, z)| ReadResult::Data(d.as_bytes().to_vec(), stat(*z, *z)))
+                .map(|(d, z)| Response::Data(d.as_bytes().to_vec(), stat(*z, *z)))
                 .ok_or(Error::NoNode),
-            Read::Children(p) => {
-                let Some((_, z)) = server.get(p.as_str()) else {
+            Request::GetChildren(p) => {
+                if !server.contains_key(p.as_str()) {
                     return Err(Error::NoNode);
-                };
+                }
                 let names = server
                     .keys()
                     .filter(|k| parent_of(k) == Some(p.as_str()))
                     .map(|k| driver::name_of(k).to_string())
                     .collect();
-                Ok(ReadResult::Children(names, stat(*z, *z)))
+                Ok(Response::Children(names))
             }
+            other => panic!("the core asked for {other:?}"),
         }
     }
 
