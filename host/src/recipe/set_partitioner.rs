@@ -13,6 +13,8 @@
 //! [`SetPartitioner::release_set`] to allocate again); `Failure` after a session loss or
 //! [`SetPartitioner::finish`] (the member has left: make a new partitioner).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::client::{Client, CreateOptions};
 use crate::error::{Error, Result};
-use crate::proto::records::CreateMode;
+use crate::proto::records::{CreateMode, WatchedEvent};
 use crate::recipe::driver::{self, join};
 use crate::recipe::lock::Lock;
 use crate::session::SessionState;
@@ -171,6 +173,7 @@ impl SetPartitioner {
             partition: partition.clone(),
             locks: Vec::new(),
             sessions: client.state_events(),
+            party_changed: None,
         };
         let task = tokio::spawn(member.run(rx));
         Ok(SetPartitioner {
@@ -251,7 +254,11 @@ struct Member {
     partition: Arc<Mutex<Vec<String>>>,
     locks: Vec<Lock>,
     sessions: crate::client::StateEvents,
+    /// The party's watch while acquired: it fires on a party change.
+    party_changed: Option<PartyChanged>,
 }
+
+type PartyChanged = Pin<Box<dyn Future<Output = WatchedEvent> + Send>>;
 
 /// How an allocation or a wait ended.
 enum Outcome {
@@ -280,9 +287,17 @@ impl Member {
                 break;
             }
             // Acquired or Release: wait for a command (and, while acquired, for a change).
+            let mut party_changed = self.party_changed.take();
             loop {
                 let cmd = tokio::select! {
                     c = commands.recv() => c,
+                    _ = fired(&mut party_changed) => {
+                        party_changed = None;
+                        if self.current() == PartitionState::Acquired {
+                            self.set(PartitionState::Release);
+                        }
+                        continue;
+                    }
                     ev = self.sessions.next() => {
                         match ev {
                             Some(ev) => self.on_session(ev.state),
@@ -347,7 +362,7 @@ impl Member {
                     return Outcome::Stop;
                 }
             };
-            let mut changed = Box::pin(watch.changed());
+            let mut changed: PartyChanged = Box::pin(watch.changed());
             tokio::select! {
                 _ = tokio::time::sleep(self.time_boundary) => break (children, changed),
                 _ = &mut changed => continue,
@@ -402,17 +417,7 @@ impl Member {
         *self.partition.lock().unwrap_or_else(|p| p.into_inner()) = mine;
         self.set(PartitionState::Acquired);
         // While acquired, a party change asks for a release.
-        let state = self.state.clone();
-        tokio::spawn(async move {
-            changed.await;
-            state.send_if_modified(|s| {
-                let acquired = *s == PartitionState::Acquired;
-                if acquired {
-                    *s = PartitionState::Release;
-                }
-                acquired
-            });
-        });
+        self.party_changed = Some(changed);
         Outcome::Settled
     }
 
@@ -440,6 +445,16 @@ impl Member {
                 }
             }
         }
+    }
+}
+
+/// Waits for the party's watch, if there is one (else forever).
+async fn fired(changed: &mut Option<PartyChanged>) {
+    match changed {
+        Some(f) => {
+            f.await;
+        }
+        None => std::future::pending().await,
     }
 }
 
