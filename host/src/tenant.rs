@@ -3,7 +3,9 @@
 //! Every plugin of a host shares the host's ZooKeeper session (unless it asks for its own), and
 //! so the session's request pipeline. A [`Tenant`] is one owner of requests on it: it is
 //! admitted up to a cap of requests in flight (sent, or waiting in the session for the socket),
-//! so what one owner can queue in the session is bounded. A `Client` made with
+//! so what one owner can queue in the session is bounded, and the session serves owners with
+//! requests waiting round-robin (`session/fair.rs`), so one owner's backlog costs another at
+//! most one round. A `Client` made with
 //! [`crate::Client::for_tenant`] tags its requests with its tenant; every other `Client` is
 //! the embedding service's own (owner 0), admitted without a cap of its own.
 //!
@@ -16,15 +18,19 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::error::{Error, Result};
+use crate::session::OwnerId;
 
 /// The default cap on a tenant's requests in flight: far above what a well-behaved plugin keeps
 /// in flight (a handler awaiting its calls has one; a burst of async reads, tens), far below what
 /// would let one tenant fill the session's queue.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
+
 /// One owner of requests on a shared session, with its admission cap and counters.
 #[derive(Debug)]
 pub struct Tenant {
+    id: OwnerId,
     name: String,
     cap: usize,
     permits: Arc<Semaphore>,
@@ -37,6 +43,7 @@ impl Tenant {
     pub fn new(name: impl Into<String>, max_in_flight: usize) -> Arc<Tenant> {
         let cap = max_in_flight.max(1);
         Arc::new(Tenant {
+            id: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
             name: name.into(),
             cap,
             permits: Arc::new(Semaphore::new(cap)),
@@ -62,6 +69,11 @@ impl Tenant {
     /// Requests refused with [`Error::Busy`] so far.
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// The owner its requests are tagged with in the session (never 0, the service's own).
+    pub(crate) fn owner(&self) -> OwnerId {
+        self.id
     }
 
     /// Admits a request now, or refuses it with [`Error::Busy`] (counted in
@@ -117,6 +129,14 @@ mod tests {
         assert_eq!(t.in_flight(), 1);
         let _c = t.try_admit().expect("a completed request frees its slot");
         drop(b);
+    }
+
+    #[test]
+    fn tenants_have_distinct_owners() {
+        let a = Tenant::new("a", 1);
+        let b = Tenant::new("b", 1);
+        assert_ne!(a.owner(), b.owner());
+        assert_ne!(a.owner(), 0, "owner 0 is the embedding service");
     }
 
     #[tokio::test]

@@ -281,3 +281,35 @@ async fn an_embedding_services_tenant_is_admitted_up_to_its_cap() {
         r.await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_backlog_delays_the_services_request_by_one_round_not_the_backlog() {
+    let (zk, _direct) = clients("fair").await;
+    let flood = zk.for_tenant(Tenant::new("backlog", 20_000));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // 20,000 reads of the tenant's queued at once...
+    for _ in 0..20_000 {
+        let done = done.clone();
+        flood
+            .get_data("/ping")
+            .rawlink(move |r, _| {
+                r.unwrap();
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })
+            .unwrap();
+    }
+    // ...then one of the service's own: it waits for what the connection already holds (its
+    // window) and one round, not for the tenant's whole backlog.
+    zk.get_data("/ping").await.unwrap();
+    let before = done.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{before} of the tenant's 20000 reads completed before the service's one");
+    assert!(
+        before < 2_000,
+        "{before} of the backlog went first: the session served it first-come-first-served"
+    );
+    let deadline = Instant::now() + WAIT;
+    while done.load(std::sync::atomic::Ordering::Relaxed) < 20_000 {
+        assert!(Instant::now() < deadline, "the backlog never completed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::path::{validate_path, Chroot};
 use crate::proto::ops::{self, OpCode};
 use crate::proto::records::{Acl, CreateMode};
-use crate::session::{Command, Effect, ReplySink, Request, Snapshot};
+use crate::session::{Command, Effect, OwnerId, ReplySink, Request, Snapshot};
 use crate::tenant::Tenant;
 
 pub use builder::ClientBuilder;
@@ -110,6 +110,10 @@ impl Client {
         &self.lanes
     }
 
+    fn owner(&self) -> OwnerId {
+        self.tenant.as_ref().map_or(0, |t| t.owner())
+    }
+
     fn send(&self, cmd: Command) -> Result<()> {
         self.inner.tx.send(cmd).map_err(|_| Error::Closed)
     }
@@ -121,6 +125,7 @@ impl Client {
                 frame,
                 reply,
                 effect,
+                owner: self.owner(),
             }))
             .map_err(|e| match e.0 {
                 Command::Request(r) => {

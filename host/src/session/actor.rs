@@ -121,7 +121,7 @@ impl Actor {
             (Some(Command::Listen(l)), _) => s.listen(l),
             (Some(Command::Unlisten(id)), _) => s.unlisten(id),
             (Some(Command::Request(r)), Phase::Connecting) => s.queue(r),
-            (Some(Command::Request(r)), Phase::Serving(c)) => s.write_request(r, c),
+            (Some(Command::Request(r)), Phase::Serving(c)) => s.submit(r, c),
             (Some(Command::Request(r)), Phase::Closing(_) | Phase::Closed) => {
                 let seq = s.stamp();
                 r.reply.complete(seq, Err(Error::Closed));
@@ -166,6 +166,7 @@ impl Actor {
             // No connection to say goodbye on.
             Phase::Connecting => {}
             Phase::Serving(mut conn) => {
+                self.session.flush_queued(&mut conn);
                 conn.send_close();
                 self.phase = Phase::Closing(conn);
             }
@@ -183,7 +184,8 @@ impl Actor {
     /// Everything still waiting learns the client is closed.
     fn finish(&mut self) {
         let s = &mut self.session;
-        for r in std::mem::take(&mut s.queued) {
+        let queued: Vec<_> = s.queued.drain().map(|(_, r)| r).collect();
+        for r in queued {
             let seq = s.stamp();
             r.reply.complete(seq, Err(Error::Closed));
         }
@@ -338,9 +340,7 @@ impl Actor {
                 conn.send_set_watches(f);
             }
         }
-        while let Some(r) = s.queued.pop_front() {
-            s.write_request(r, &mut conn);
-        }
+        s.pump(&mut conn);
         s.set_state(state, ks);
         if read_only {
             conn.probe(Box::pin(connect::probe_read_write(
@@ -367,6 +367,12 @@ impl Actor {
                 }
                 Io::Ended(why) => Some(why),
             };
+            // Replies opened the window, or commands queued behind it: owners take turns.
+            if let Phase::Serving(c) = &mut self.phase {
+                if !self.session.queued.is_empty() {
+                    self.session.pump(c);
+                }
+            }
             if let Some(why) = ended {
                 return self.disconnect(why);
             }

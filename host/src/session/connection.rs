@@ -33,6 +33,12 @@ const HIGH_WATER: usize = 4 * 1024 * 1024;
 /// them costs no throughput, and one large `writev` replaces many small ones (on loopback each
 /// also pays for waking the server). Below it, and for sequential callers, writes go at once.
 pub(super) const CORK_AWAITING: usize = 64;
+/// Fair queuing: requests are handed to the connection (its write buffer and the server) only
+/// while fewer than this many are there unanswered; the rest wait in the session's fair queue,
+/// where owners take turns. Large enough to keep the server busy and the writes batched, small
+/// enough that a request arriving behind another owner's backlog waits for at most this many
+/// plus one round.
+pub(super) const FAIR_WINDOW: usize = 512;
 /// ... unless this much is waiting to be written.
 const CORK_BYTES: usize = 256 * 1024;
 /// Room kept free in the read buffer before each read, so one read takes a whole burst.
@@ -119,6 +125,11 @@ impl Connection {
     /// Whether more commands may be taken before the write buffer drains.
     pub(super) fn has_room(&self) -> bool {
         self.wbuf.len() < HIGH_WATER
+    }
+
+    /// Whether the connection takes another request now (see [`FAIR_WINDOW`]).
+    pub(super) fn window_open(&self) -> bool {
+        self.pending.len() < FAIR_WINDOW
     }
 
     /// When the server was last heard from.

@@ -19,6 +19,36 @@ use crate::proto::records::{
 };
 
 impl Session {
+    /// A caller's request while connected: written at once when nothing waits and the
+    /// connection's window is open (the common case, and every sequential caller's), else
+    /// queued for its owner's turn.
+    pub(super) fn submit(&mut self, req: Request, conn: &mut Connection) {
+        if self.queued.is_empty() && conn.window_open() {
+            self.write_request(req, conn);
+        } else {
+            let bytes = req.frame.len();
+            self.queued.push(req.owner, req, bytes);
+        }
+    }
+
+    /// Hands queued requests to the connection, owners in turn, while its window is open.
+    pub(super) fn pump(&mut self, conn: &mut Connection) {
+        while conn.window_open() {
+            let Some((_, req)) = self.queued.pop() else {
+                break;
+            };
+            self.write_request(req, conn);
+        }
+    }
+
+    /// Hands every queued request to the connection (before closeSession, which the server
+    /// answers after them).
+    pub(super) fn flush_queued(&mut self, conn: &mut Connection) {
+        while let Some((_, req)) = self.queued.pop() {
+            self.write_request(req, conn);
+        }
+    }
+
     /// Writes a caller's request, or fails it when the registry refuses its watch.
     pub(super) fn write_request(&mut self, mut req: Request, conn: &mut Connection) {
         if let Effect::Watch { kind, path, .. } = &req.effect {

@@ -8,6 +8,7 @@
 mod actor;
 mod connect;
 mod connection;
+mod fair;
 mod frames;
 pub(crate) mod hosts;
 mod lowat;
@@ -25,6 +26,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) use actor::spawn;
+pub(crate) use fair::OwnerId;
 pub use sasl::SaslConfig;
 use watches::{WatchKind, WatchSink};
 
@@ -75,6 +77,9 @@ pub(crate) struct Request {
     pub reply: ReplySink,
     /// What the session does to its watch registry when the reply arrives.
     pub effect: Effect,
+    /// Whose request it is (0: the embedding service's own); the session serves owners with
+    /// requests waiting in turn (`fair.rs`).
+    pub owner: OwnerId,
 }
 
 /// Where a request's outcome goes.

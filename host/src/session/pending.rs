@@ -80,6 +80,11 @@ impl Pending {
         self.unsent = 0;
     }
 
+    /// Requests in the write buffer or sent, not yet answered.
+    pub(super) fn len(&self) -> usize {
+        self.requests.len()
+    }
+
     /// Requests the socket took that still await their replies.
     pub(super) fn awaiting(&self) -> usize {
         self.requests.len() - self.unsent

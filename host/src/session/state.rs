@@ -2,7 +2,6 @@
 //! requests queued while there is no connection, credentials, the watch registry, and what
 //! connecting needs (hosts, preferences, backoff randomness, the failure a person must fix).
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -10,6 +9,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 use super::hosts::{ConnectString, HostPort};
+use super::fair::FairQueue;
 use super::watches::WatchRegistry;
 use super::{
     ConnectFailure, Listener, ListenerId, Request, SessionConfig, SessionEvent, SessionState,
@@ -57,7 +57,9 @@ pub(super) struct Session {
     /// The last xid given out, carried from connection to connection.
     pub last_xid: i32,
     /// Requests waiting for a connection.
-    pub queued: VecDeque<Request>,
+    /// Requests waiting for the socket: while there is no connection, and while the connection
+    /// has [`FAIR_WINDOW`](super::connection::FAIR_WINDOW) unanswered. Owners take turns.
+    pub queued: FairQueue<Request>,
     pub watches: WatchRegistry,
     pub auths: Vec<Auth>,
     next_auth_id: u64,
@@ -90,7 +92,7 @@ impl Session {
             last_zxid: 0,
             seen_rw: false,
             last_xid: 0,
-            queued: VecDeque::new(),
+            queued: FairQueue::default(),
             watches: WatchRegistry::default(),
             auths: Vec::new(),
             next_auth_id: 0,
@@ -184,7 +186,8 @@ impl Session {
             r.reply
                 .complete(seq, Err(Error::QueueFull(self.cfg.max_queued)));
         } else {
-            self.queued.push_back(r);
+            let bytes = r.frame.len();
+            self.queued.push(r.owner, r, bytes);
         }
     }
 
@@ -220,7 +223,8 @@ impl Session {
             session_id = format_args!("{:#x}", self.id()),
             "session expired: {why}"
         );
-        for r in std::mem::take(&mut self.queued) {
+        let queued: Vec<Request> = self.queued.drain().map(|(_, r)| r).collect();
+        for r in queued {
             let seq = self.stamp();
             r.reply.complete(seq, Err(Error::SessionExpired));
         }
