@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
-use super::hosts::{ConnectString, HostPort};
 use super::fair::FairQueue;
+use super::hosts::{ConnectString, HostPort};
 use super::watches::WatchRegistry;
 use super::{
     ConnectFailure, Listener, ListenerId, Request, SessionConfig, SessionEvent, SessionState,
