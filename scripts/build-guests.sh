@@ -47,4 +47,9 @@ for ws in examples/plugins tests/guests; do
     esac
   done
 done
+
+# ---- Python guests (examples/python, tests/guests-py): componentize-py, into target/wasm/python;
+# their paths follow on stdout ----
+scripts/build-guests-py.sh || status=1
+
 exit "$status"

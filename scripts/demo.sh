@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job: builds the example plugins and the `wazoo` binary, runs
-# `wazoo run examples/demo.toml` (four wasm plugins on a private ZooKeeper that it starts
+# `wazoo run examples/demo.toml` (five wasm plugins on a private ZooKeeper that it starts
 # itself), and drives activity with the `wazoo` CLI every second or so, so the plugins' reactions
 # show in the log: audit-log reports every change, config-mirror copies /config to /mirror,
-# async-counter counts /counter up to 5, session-reporter keeps /reporters/demo. Ctrl-C stops
+# async-counter counts /counter up to 5, session-reporter keeps /reporters/demo, and the Python
+# config validator writes /config/db.verdict (`ok` for JSON, the parse error otherwise). Ctrl-C stops
 # everything: wazoo closes its session and stops its ZooKeeper.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,8 +76,10 @@ while kill -0 "$wazoo_pid" 2>/dev/null; do
   i=$((i + 1))
   case $((i % 6)) in
     1)
-      say "set /config/db = v$i (config-mirror copies it to /mirror/db; audit-log reports it)"
-      "$wazoo" set /config/db "v$i" >/dev/null 2>&1 || cli create /config/db "v$i"
+      # Every other round the value is JSON, and the Python validator's verdict says so.
+      if [ $((i % 12)) = 1 ]; then value="{\"db\": \"v$i\"}"; else value="v$i"; fi
+      say "set /config/db = $value (config-mirror copies it to /mirror/db; audit-log reports it; the Python validator judges it)"
+      "$wazoo" set /config/db "$value" >/dev/null 2>&1 || cli create /config/db "$value"
       ;;
     2)
       say "create /workers/job-$i (audit-log sees the children of /workers change)"
@@ -88,6 +91,7 @@ while kill -0 "$wazoo_pid" 2>/dev/null; do
       ;;
     4)
       say "/mirror/db holds: $("$wazoo" get /mirror/db 2>/dev/null || echo '(nothing yet)'); /counter holds: $("$wazoo" get /counter 2>/dev/null || true)"
+      say "/config/db.verdict (Python) holds: $("$wazoo" get /config/db.verdict 2>/dev/null || echo '(nothing yet)')"
       ;;
     5)
       if "$wazoo" stat /flag >/dev/null 2>&1; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what wazoo's tests and demo need, if missing: ZooKeeper 3.8 from Debian's package
-# (with its Java runtime) and the wasm32-wasip2 Rust target. Idempotent; safe to run every time.
+# (with its Java runtime), the wasm32-wasip2 Rust target, and the pinned componentize-py for
+# Python plugins. Idempotent; safe to run every time.
 set -euo pipefail
 
 SUDO=""
@@ -27,3 +28,8 @@ if ! "${WAZOO_PYTHON:-/usr/bin/python3}" -c 'import kazoo' 2>/dev/null; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-kazoo >/dev/null
 fi
 echo "setup: Kazoo $("${WAZOO_PYTHON:-/usr/bin/python3}" -c 'import kazoo.version as v; print(v.__version__)' 2>/dev/null || echo '(version unknown)') for the interop tests" >&2
+
+# ---- Python plugins: the pinned componentize-py in target/venv-py (scripts/componentize-py.sh) ----
+# shellcheck source=componentize-py.sh
+. "$(dirname "$0")/componentize-py.sh"
+ensure_componentize_py
