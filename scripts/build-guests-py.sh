@@ -6,8 +6,8 @@
 #
 # componentize-py's output differs from build to build (the interpreter's heap snapshot), and a
 # new component costs the host a new compile (minutes in a debug build), so a guest is rebuilt
-# only when its sources, the SDK (guest-py/), wit/ or the pinned version changed: the hash of
-# those is kept beside the component (NAME.wasm.key).
+# only when its Python sources, the SDK's (guest-py/), wit/ or the pinned version changed: the
+# hash of those is kept beside the component (NAME.wasm.key).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,8 +28,9 @@ for src in examples/python/*/ tests/guests-py/*/; do
   key=$(
     {
       echo "componentize-py $COMPONENTIZE_PY_VERSION"
-      find "$src" guest-py wit scripts/build-py-plugin.sh -type f -not -path '*/__pycache__/*' \
-        -print0 | sort -z | xargs -0 sha256sum
+      find "$src" guest-py -type f \( -name '*.py' -o -name '*.toml' \) -not -path '*/__pycache__/*' -print0 |
+        sort -z | xargs -0 sha256sum
+      find wit -type f -print0 | sort -z | xargs -0 sha256sum
     } | sha256sum | cut -d' ' -f1
   )
   if ! [ -f "$wasm" ] || [ "$(cat "$wasm.key" 2>/dev/null)" != "$key" ]; then
