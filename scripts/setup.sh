@@ -33,3 +33,23 @@ echo "setup: Kazoo $("${WAZOO_PYTHON:-/usr/bin/python3}" -c 'import kazoo.versio
 # shellcheck source=componentize-py.sh
 . "$(dirname "$0")/componentize-py.sh"
 ensure_componentize_py
+
+# ---- JavaScript plugins: the componentize-js that guest-js/tools pins, in target/js-tools ----
+# Installed with `npm ci` from the committed lock when missing or when the lock changed (the
+# install keeps the lock's SHA-256 beside it).
+JS_ROOT=$(cd "$(dirname "$0")/.." && pwd)
+JS_TOOLS="$JS_ROOT/target/js-tools"
+JS_LOCK_SUM=$(sha256sum "$JS_ROOT/guest-js/tools/package-lock.json" | cut -d' ' -f1)
+if ! [ -x "$JS_TOOLS/node_modules/.bin/componentize-js" ] ||
+  [ "$(cat "$JS_TOOLS/.lock-sha256" 2>/dev/null)" != "$JS_LOCK_SUM" ]; then
+  if ! command -v npm >/dev/null; then
+    echo "setup: npm is missing: install Node.js 20 or newer (with npm) for JavaScript plugins" >&2
+    exit 1
+  fi
+  echo "setup: installing the pinned componentize-js (guest-js/tools) into $JS_TOOLS with npm ci" >&2
+  rm -rf "$JS_TOOLS"
+  mkdir -p "$JS_TOOLS"
+  cp "$JS_ROOT/guest-js/tools/package.json" "$JS_ROOT/guest-js/tools/package-lock.json" "$JS_TOOLS/"
+  (cd "$JS_TOOLS" && npm ci --no-audit --no-fund --loglevel=error) >&2
+  echo "$JS_LOCK_SUM" >"$JS_TOOLS/.lock-sha256"
+fi
