@@ -41,6 +41,7 @@ pub mod chaos;
 mod fixtures;
 pub mod frames;
 mod guests;
+pub mod js;
 pub mod kazoo;
 mod proxy;
 mod python;
