@@ -1,7 +1,7 @@
 //! Real JavaScript guests for the tests: the example plugins of `examples/js/` and the test
 //! guests of `tests/guests-js/`, built into components with the pinned componentize-js by
-//! `scripts/build-guests-js.sh` once per test process (it keeps a component newer than its
-//! inputs). A missing componentize-js (`scripts/setup.sh` installs it) or a failed build is a
+//! `scripts/build-guests-js.sh` once per test process (it keeps a component whose inputs have
+//! not changed). A missing componentize-js (`scripts/setup.sh` installs it) or a failed build is a
 //! loud failure, never a skip.
 
 use std::path::PathBuf;
