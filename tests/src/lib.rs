@@ -43,6 +43,7 @@ pub mod frames;
 mod guests;
 pub mod js;
 pub mod kazoo;
+pub mod logs;
 mod proxy;
 mod python;
 mod secure;

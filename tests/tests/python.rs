@@ -15,54 +15,15 @@ use wazoo_tests::{guest, py_guest, ZkServer};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-// ---- a log capture: every line the host logs, so tests can assert on plugin messages ----
-
-static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Capture;
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let s = String::from_utf8_lossy(buf).to_string();
-        eprint!("{s}");
-        LOG.lock().unwrap().push(s);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+// ---- the host's log, captured (tests/src/logs.rs) ----
 
 fn init_log() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(false)
-            .with_writer(|| Capture)
-            .try_init();
-    });
+    wazoo_tests::logs::init_log_capture();
 }
 
 /// Waits until a logged line contains every one of `needles`.
 async fn logged(needles: &[&str]) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(l) = LOG
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| needles.iter().all(|n| l.contains(n)))
-        {
-            return l.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no log line with {needles:?} within {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wazoo_tests::logs::logged(needles, WAIT).await
 }
 
 // ---- shared server, per-test chroots, hosts with the defaults ----
